@@ -1,0 +1,305 @@
+"""The ``gigapatch`` command line.
+
+    gigapatch generate REF -o OUT [--size WxH | --scale F | --scale FXxFY] [--seed N] [-n N]
+                       [--config YAML|PRESET] [--set section.key=value ...]
+                       [--device auto|cpu|cuda] [--max-input-pixels N] [--quiet]
+    gigapatch info REF [--size WxH | --scale ...] [--config ...] [--set ...]
+    gigapatch eval ...            (when gigapatch.cli_eval is installed)
+    gigapatch --version
+
+Exit status: 0 success; 2 a problem the user can fix (bad input, option, config or output
+path), reported as ONE line ``gigapatch: error: ...`` on stderr with no traceback; 130
+interrupted (Ctrl-C). Any other exception is a bug and propagates with its traceback.
+
+The sampler (torch) is imported inside the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+from typing import Sequence
+
+from .errors import GigapatchError
+
+__all__ = ["main", "build_parser", "parse_size", "parse_scale"]
+
+PROG = "gigapatch"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block), like our other errors."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{PROG}: error: {_one_line(message)} "
+                              f"(see `{self.prog} --help`)\n")
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+# --------------------------------------------------------------------------------------
+# option types
+# --------------------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)`` (width, height); each side >= 1."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT in pixels such as 640x480, got {text!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(
+            f"width and height must be at least 1 pixel, got {text!r}")
+    return w, h
+
+
+def _factor(text: str, whole: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        f = math.nan
+    if not (math.isfinite(f) and f > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a factor > 0 such as 1.5, or FXxFY such as 2x1, got {whole!r}")
+    return f
+
+
+def parse_scale(text: str) -> float | tuple[float, float]:
+    """``"1.5"`` -> ``1.5``; ``"2x1"`` -> ``(2.0, 1.0)`` (x factor, y factor)."""
+    parts = re.split(r"[xX]", text.strip())
+    if len(parts) == 1:
+        return _factor(parts[0], text)
+    if len(parts) == 2:
+        return _factor(parts[0], text), _factor(parts[1], text)
+    raise argparse.ArgumentTypeError(
+        f"expected a factor such as 1.5, or FXxFY such as 2x1, got {text!r}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") \
+            from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+# --------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("gigapatch")
+    except (ImportError, PackageNotFoundError):
+        return "unknown (not installed)"
+
+
+def _add_size_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--size", type=parse_size, metavar="WxH",
+                   help="output size in pixels, e.g. 640x480 (default: the reference's)")
+    g.add_argument("--scale", type=parse_scale, metavar="F|FXxFY",
+                   help="output size as a factor of the reference's: 1.5, or 2x1 for "
+                        "twice as wide and as high")
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML|PRESET",
+                   help="a YAML config file or a bundled preset name such as 'default' "
+                        "(every key is documented in configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="override one config key, e.g. --set sampler.steps=20 (repeatable)")
+    p.add_argument("--max-input-pixels", type=_positive_int, metavar="N",
+                   help="refuse references with more pixels than this (decompression-bomb "
+                        "guard; default output.max_input_pixels = 400000000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (the eval subcommand only when its module exists)."""
+    parser = _Parser(
+        prog=PROG,
+        description="New images with the patch statistics of one reference image "
+                    "(training-free patch diffusion).",
+        epilog="Run `gigapatch COMMAND --help` for the options of one command.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    g = sub.add_parser(
+        "generate", help="generate new images from a reference",
+        description="Generate new images with the patch statistics of REF.",
+        epilog="Example: gigapatch generate examples/starry_night.png -o out.png --scale 1.5x1")
+    g.add_argument("reference", metavar="REF", help="reference image (PNG, JPEG or TIFF)")
+    g.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file: .png, .tif/.tiff or .jpg; with -n > 1, OUT_000.png, "
+                        "OUT_001.png, ...")
+    _add_size_options(g)
+    g.add_argument("--seed", type=_int, default=0, metavar="N",
+                   help="random seed; the same seed gives the same image (default 0)")
+    g.add_argument("-n", "--num-samples", type=_positive_int, default=1, metavar="N",
+                   help="number of images, with seeds SEED, SEED+1, ... (default 1)")
+    _add_config_options(g)
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to compute: auto (the GPU if there is one), cpu or cuda")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no notes; still prints the files written")
+    g.set_defaults(func=_cmd_generate)
+
+    i = sub.add_parser(
+        "info", help="show the reference, the pyramid levels and cost estimates",
+        description="Show what `generate` would do with REF: the pyramid levels, the patch "
+                    "counts and a memory and work estimate of the exact denoiser per level.")
+    i.add_argument("reference", metavar="REF", help="reference image (PNG, JPEG or TIFF)")
+    _add_size_options(i)
+    _add_config_options(i)
+    i.set_defaults(func=_cmd_info)
+
+    import importlib
+
+    try:  # written separately; optional until it lands
+        cli_eval = importlib.import_module(f"{__package__}.cli_eval")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.cli_eval":
+            raise
+    else:
+        cli_eval.add_eval_parser(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _load_config(args: argparse.Namespace):
+    from .config import load_config
+
+    cfg = load_config(args.config, tuple(args.overrides))
+    if args.max_input_pixels is not None:
+        cfg = cfg.replace(output={"max_input_pixels": args.max_input_pixels})
+    return cfg
+
+
+def _read_reference(args: argparse.Namespace, cfg):
+    from .storage import read_image
+
+    return read_image(args.reference, max_pixels=cfg.output.max_input_pixels,
+                      what="reference")
+
+
+def _mode(channels: int) -> str:
+    return "RGB" if channels == 3 else "grey"
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    ref, info = _read_reference(args, cfg)
+    from . import api
+    from .storage import check_writable, numbered_path, write_image
+
+    api.resolve_device(args.device)
+    ref_hw = ref.shape[:2]
+    out_hw = api.resolve_size(ref_hw, args.size, args.scale)
+    api.plan_levels(ref_hw, out_hw, cfg)  # refuses too-small references and outputs
+    bit_depth = cfg.output.bit_depth
+    outputs = [numbered_path(args.output, k, args.num_samples)
+               for k in range(args.num_samples)]
+    for out in outputs:  # before any expensive work
+        check_writable(out, bit_depth=bit_depth)
+    if info.had_alpha:
+        _note(args, f"note: {args.reference} has an alpha channel; it is ignored "
+                    f"(only the {_mode(info.channels)} channels are used)")
+    for k, out in enumerate(outputs):
+        seed = args.seed + k
+        if args.num_samples > 1:
+            _note(args, f"sample {k + 1}/{args.num_samples} (seed {seed})")
+        t0 = time.perf_counter()
+        image = api.generate(ref, size=args.size, scale=args.scale, seed=seed, config=cfg,
+                             device=args.device, progress=not args.quiet)
+        write_image(out, image, bit_depth=bit_depth, dpi=cfg.output.dpi)
+        h, w = image.shape[:2]
+        print(f"wrote {out} ({w}x{h}, {_mode(image.shape[2])}, {bit_depth}-bit) "
+              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    ref, info = _read_reference(args, cfg)
+    from . import api
+    from .info import estimate_levels, format_bytes, format_table
+
+    ref_hw = ref.shape[:2]
+    out_hw = api.resolve_size(ref_hw, args.size, args.scale)
+    plan = api.plan_levels(ref_hw, out_hw, cfg)
+    sc, dn = cfg.sampler, cfg.denoiser
+    est = estimate_levels(plan, patch_size=sc.patch_size, channels=info.channels,
+                          steps=sc.steps, memory_budget_mb=dn.memory_budget_mb,
+                          tiling_mode=cfg.tiling.mode,
+                          global_max_pixels=cfg.tiling.global_max_pixels)
+    print(f"reference: {args.reference} ({info.describe()})")
+    print(f"output:    {out_hw[1]}x{out_hw[0]}, {_mode(info.channels)}, "
+          f"{cfg.output.bit_depth}-bit")
+    print(f"sampler:   P={sc.patch_size}, rho={sc.rho:g}, T={sc.steps}, eta={sc.eta:g}, "
+          f"mode={sc.mode}, {len(plan)} level{'s' if len(plan) != 1 else ''} "
+          f"(levels={sc.levels})")
+    print(f"denoiser:  {dn.backend}, {dn.dtype}, working memory <= "
+          f"{format_bytes(dn.memory_budget_mb * 2**20)} per call")
+    print("levels, coarsest first (exact-denoiser estimates; dictionary = ref patches x "
+          "P*P*C x 4 bytes):")
+    for line in format_table(est):
+        print("  " + line)
+    peak = max(e.memory_bytes for e in est)
+    total = sum(e.gflop for e in est)
+    print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
+          f"per sample")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (argparse usage errors exit 2 directly)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GigapatchError as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output file was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
