@@ -23,7 +23,7 @@ from gigapatch.metrics.diversity import pairwise_swd, pixel_diversity
 from gigapatch.metrics.fidelity import fidelity, max_abs_diff, psnr
 from gigapatch.metrics.frechet import patch_fd
 from gigapatch.metrics.nn import NNDistances, coherence, completeness, nn_patch_distances
-from gigapatch.metrics.report import METRICS, evaluate, format_table, list_images, read_image, summarize
+from gigapatch.metrics.report import DEFAULT_METRICS, METRICS, evaluate, format_table, list_images, read_image, summarize
 from gigapatch.metrics.seams import SeamScore, seam_score
 from gigapatch.metrics.sheet import contact_sheet
 from gigapatch.metrics.swd import patch_swd
@@ -33,6 +33,7 @@ __all__ = [
     "NNDistances",
     "SeamScore",
     "METRICS",
+    "DEFAULT_METRICS",
     "as_image",
     "patch_swd",
     "patch_fd",

@@ -19,12 +19,15 @@ from gigapatch.errors import GigapatchError
 from gigapatch.metrics._common import as_image, finite_or_none, resolve_device
 from gigapatch.metrics.copyrate import copy_rate
 from gigapatch.metrics.diversity import pairwise_swd, pixel_diversity
+from gigapatch.metrics.fidelity import fidelity
 from gigapatch.metrics.frechet import patch_fd
+from gigapatch.metrics.seams import seam_score
 from gigapatch.metrics.nn import nn_patch_distances
 from gigapatch.metrics.swd import patch_swd
 
 __all__ = [
     "METRICS",
+    "DEFAULT_METRICS",
     "IMAGE_SUFFIXES",
     "evaluate",
     "summarize",
@@ -34,8 +37,9 @@ __all__ = [
     "mean_std",
 ]
 
-#: Per-sample metrics, in table order, with a short description (lower is better for all but
-#: none: copy rates are "lower is more novel").
+#: Per-sample metrics, in table order, with a short description. Lower is better for the
+#: first six (for copy rates: lower = more novel); psnr / max_abs_diff / seam need extra
+#: inputs (an exact run, a tile size) and are computed only when those are given.
 METRICS: dict[str, str] = {
     "swd": "multi-scale patch SWD (mean over levels), lower = closer patch statistics",
     "fd": "multi-scale patch Frechet distance (mean over levels), lower = closer",
@@ -43,15 +47,28 @@ METRICS: dict[str, str] = {
     "completeness": "mean RMS distance of reference patches to nearest sample patch (coverage)",
     "copy32": "fraction of 32x32 sample windows copied from the reference (< 2/255 MAD)",
     "copy64": "fraction of 64x64 sample windows copied from the reference (< 2/255 MAD)",
+    "psnr": "PSNR (dB) of the sample against the exact run (inf = identical)",
+    "max_abs_diff": "max abs difference of the sample to the exact run",
+    "seam": "worst boundary/interior gradient ratio over Laplacian bands (~1 = no seams)",
 }
+
+#: What :func:`evaluate` computes when not told otherwise.
+DEFAULT_METRICS: tuple[str, ...] = ("swd", "fd", "coherence", "completeness", "copy32", "copy64")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".ppm", ".pgm")
 
 
 def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
-    """Mean and std (ddof 0) of the finite values; ``{"mean", "std", "n"}`` (None if n = 0)."""
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    """Mean and std (ddof 0) of the finite values: ``{"mean", "std", "n"}``.
+
+    None values are skipped; when every value is the same infinity (PSNR of identical runs)
+    that infinity is the mean; with nothing left the mean and std are None.
+    """
+    given = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    v = [x for x in given if math.isfinite(x)]
     if not v:
+        if given and all(x == given[0] for x in given):  # e.g. PSNR inf for every sample
+            return {"mean": given[0], "std": 0.0, "n": len(given)}
         return {"mean": None, "std": None, "n": 0}
     a = np.asarray(v, dtype=np.float64)
     return {"mean": float(a.mean()), "std": float(a.std()), "n": len(v)}
@@ -62,8 +79,11 @@ def evaluate(
     samples: Sequence[Any],
     *,
     names: Sequence[str] | None = None,
-    metrics: Sequence[str] = tuple(METRICS),
+    metrics: Sequence[str] = DEFAULT_METRICS,
     diversity: bool = True,
+    exact: Any = None,
+    tile_size: int | tuple[int, int] | None = None,
+    tile_origin: tuple[int, int] = (0, 0),
     seed: int = 0,
     swd_directions: int = 256,
     max_patches: int | None = 100_000,
@@ -81,9 +101,17 @@ def evaluate(
     names : sequence of str, optional
         One label per sample (default ``"sample 0"``, ...).
     metrics : sequence of str
-        Subset of :data:`METRICS` to compute.
+        Subset of :data:`DEFAULT_METRICS` to compute.
     diversity : bool
         Also compute pixel diversity (needs N >= 2 of one size) and pairwise SWD (N >= 2).
+    exact : array, optional
+        The exact sampler's output for the same seed: adds ``psnr`` and ``max_abs_diff`` of
+        every sample against it (samples must have its shape).
+    tile_size : int or (int, int), optional
+        Tile size of a tiled run: adds ``seam`` (the worst ratio of
+        :func:`gigapatch.metrics.seam_score`) and ``seam_bands`` per sample.
+    tile_origin : (int, int)
+        (y, x) origin of the tile grid.
     seed : int
         Seed of every projection and subsample.
     swd_directions : int
@@ -103,11 +131,12 @@ def evaluate(
         apply, with the reason under ``notes``), ``summary`` (mean/std/n per metric) and
         ``diversity`` (``pixel``, ``pairwise_swd``, each None where not applicable).
     """
-    unknown = [m for m in metrics if m not in METRICS]
+    unknown = [m for m in metrics if m not in DEFAULT_METRICS]
     if unknown:
         raise GigapatchError(
-            f"metrics: unknown metric(s) {unknown}; choose from {list(METRICS)}"
+            f"metrics: unknown metric(s) {unknown}; choose from {list(DEFAULT_METRICS)}"
         )
+    metrics = list(metrics)
     if len(samples) == 0:
         raise GigapatchError("metrics: no samples to evaluate; pass at least one sample")
     dev = resolve_device(device)
@@ -118,6 +147,12 @@ def evaluate(
             f"metrics: {len(names)} names for {len(samples)} samples; pass one name per sample"
         )
     imgs = [as_image(s, name=n, device=dev).permute(1, 2, 0) for s, n in zip(samples, names)]
+    exact_img = None
+    if exact is not None:
+        exact_img = as_image(exact, name="exact run", device=dev).permute(1, 2, 0)
+        metrics += ["psnr", "max_abs_diff"]
+    if tile_size is not None:
+        metrics += ["seam"]
     swd_kw = dict(n_directions=swd_directions, max_patches=max_patches, seed=seed, device=dev)
     cache: dict = {}
     rows = []
@@ -144,6 +179,12 @@ def evaluate(
                 notes.append(f"{key}: image smaller than {win}x{win}")
             else:
                 row[key] = copy_rate(img, ref, window=win, seed=seed, device=dev)
+        if exact_img is not None:
+            fid = fidelity(img, exact_img, device=dev)
+            row["psnr"], row["max_abs_diff"] = fid["psnr"], fid["max_abs_diff"]
+        if tile_size is not None:
+            sc = seam_score(img, tile_size=tile_size, origin=tile_origin, device=dev)
+            row["seam"], row["seam_bands"] = sc.worst, [sc.image, *sc.bands]
         if notes:
             row["notes"] = notes
         rows.append(row)
@@ -262,11 +303,19 @@ def list_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file into a numpy array (H, W) or (H, W, C), dtype as stored.
+def read_image(path: str | os.PathLike[str], *, what: str = "image") -> np.ndarray:
+    """Read an image file into a numpy array (H, W, C) (or (H, W)).
 
-    Uses ``gigapatch.storage.imageio.read_image`` when that module exists and returns an
-    array, else pyvips. Feed the result to any metric (uint8/uint16/float are all accepted).
+    Uses the project reader ``gigapatch.storage.imageio.read_image`` (float32 in [0, 1],
+    alpha dropped) when it is there, else pyvips (dtype as stored). Feed the result to any
+    metric (uint8/uint16/float are all accepted).
+
+    Parameters
+    ----------
+    path : path
+        The image file.
+    what : str
+        How error messages name the file (e.g. ``"reference"``).
 
     Raises
     ------
@@ -275,15 +324,22 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
-        raise GigapatchError(f"{p}: no such image file; check the path")
+        raise GigapatchError(f"{what} {p}: no such image file; check the path")
     try:
         from gigapatch.storage.imageio import read_image as _project_read  # type: ignore
-
-        arr = _project_read(p)
-        if isinstance(arr, (np.ndarray, torch.Tensor)) and arr.ndim in (2, 3):
-            return arr.numpy() if isinstance(arr, torch.Tensor) else arr
-    except Exception:  # noqa: BLE001 - any problem there: fall back to pyvips
-        pass
+    except ImportError:
+        _project_read = None
+    if _project_read is not None:
+        try:
+            res = _project_read(p, what=what)
+        except TypeError:  # a different signature: use pyvips below
+            res = None
+        if res is not None:
+            arr = res[0] if isinstance(res, tuple) else res
+            if isinstance(arr, torch.Tensor):
+                arr = arr.numpy()
+            if isinstance(arr, np.ndarray) and arr.ndim in (2, 3):
+                return arr
     try:
         import pyvips
 
@@ -292,5 +348,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             im = im.colourspace("srgb")
         arr = im.numpy()
     except Exception as exc:  # noqa: BLE001
-        raise GigapatchError(f"{p}: cannot read this image ({exc}); use PNG, JPEG or TIFF") from exc
+        raise GigapatchError(
+            f"{what} {p}: cannot read this image ({exc}); use PNG, JPEG or TIFF"
+        ) from exc
     return arr

@@ -24,8 +24,13 @@ def render_label(text: str, *, width: int, height: int = 22) -> np.ndarray:
     try:
         import pyvips
 
-        t = pyvips.Image.text(text, dpi=72, height=height - 6, width=max(8, width - 6))
-        mask = t.numpy()
+        label = text
+        while True:  # one line; long labels lose their beginning ("...tail")
+            mask = pyvips.Image.text(label, dpi=72).numpy()
+            if mask.shape[1] <= width - 6 or len(label) <= 4:
+                break
+            cut = max(1, int(len(label) * (1 - (width - 6) / mask.shape[1])) + 1)
+            label = "..." + label.lstrip(".")[cut:]
         if mask.ndim == 3:
             mask = mask[..., 0]
         mh, mw = min(mask.shape[0], height - 2), min(mask.shape[1], width - 4)
