@@ -1,0 +1,251 @@
+"""The Python API: ``gigapatch.generate`` and the helpers the CLI shares with it.
+
+This module turns a ``Config`` into plain arguments for ``gigapatch.diffusion``; nothing
+below it sees the config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, load_config
+from .diffusion.generator import make_denoise, sample_level, upsample_to_box
+from .diffusion.levels import LevelShape, auto_level_count, plan_level_shapes
+from .diffusion.patch_index import PatchIndex
+from .diffusion.pyramid import gaussian_pyramid
+from .diffusion.schedules import flow_linear
+from .errors import GigapatchError
+
+__all__ = ["generate", "resolve_size", "plan_levels", "resolve_device", "as_config",
+           "load_reference", "LevelPlan"]
+
+#: outputs above this many pixels need the tiled pipeline
+MAX_GLOBAL_PIXELS = 2**31
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """One level of a run, coarsest first (see ``plan_levels``)."""
+
+    level: int
+    ref_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    patches: int
+
+
+def as_config(config: Config | str | Path | None) -> Config:
+    """A ``Config`` from a Config, a YAML path, a preset name, or ``None`` (default)."""
+    if isinstance(config, Config):
+        return config
+    return load_config(config)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> the first CUDA device if there is one, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GigapatchError(f"--device {device}: no CUDA device is visible; use --device cpu "
+                             "or install the CUDA build of torch (see README)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise GigapatchError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+    return torch.device(device)
+
+
+def resolve_size(ref_hw: tuple[int, int], size: Sequence[int] | None = None,
+                 scale: float | Sequence[float] | None = None) -> tuple[int, int]:
+    """The output (height, width) from an explicit size or a scale of the reference.
+
+    Parameters
+    ----------
+    ref_hw : (int, int)
+        Reference (height, width).
+    size : (int, int), optional
+        Output (width, height), as written on the command line (``--size WxH``).
+    scale : float or (float, float), optional
+        Factor of the reference size, or (x factor, y factor).
+
+    Returns
+    -------
+    (int, int)
+        Output (height, width).
+    """
+    if size is not None and scale is not None:
+        raise GigapatchError("give either --size or --scale, not both")
+    if size is not None:
+        w, h = (int(v) for v in size)
+        if w < 1 or h < 1:
+            raise GigapatchError(f"--size {w}x{h}: width and height must be >= 1")
+        return h, w
+    if scale is None:
+        return ref_hw
+    sx, sy = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+    if not (sx > 0 and sy > 0) or math.isinf(sx) or math.isinf(sy):
+        raise GigapatchError(f"--scale {sx}x{sy}: factors must be finite and > 0")
+    return max(1, round(ref_hw[0] * sy)), max(1, round(ref_hw[1] * sx))
+
+
+def plan_levels(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config) \
+        -> list[LevelPlan]:
+    """Levels of a run: reference and output sizes and patch counts, coarsest first.
+
+    Raises
+    ------
+    GigapatchError
+        When the reference or the output is smaller than one patch.
+    """
+    p = config.sampler.patch_size
+    if min(ref_hw) < p:
+        raise GigapatchError(
+            f"the reference ({ref_hw[1]}x{ref_hw[0]}) is smaller than the patch size {p}; "
+            f"use a larger image or --set sampler.patch_size=N with odd N <= {min(ref_hw)}")
+    if min(out_hw) < p:
+        raise GigapatchError(
+            f"the output size {out_hw[1]}x{out_hw[0]} is smaller than the patch size {p}; "
+            f"ask for at least {p}x{p} or lower sampler.patch_size")
+    levels = config.sampler.levels
+    if levels == "auto":
+        levels = auto_level_count(ref_hw, p, config.sampler.coarsest_ratio)
+    shapes = plan_level_shapes(ref_hw, out_hw, p, levels)
+    return [LevelPlan(s.level, s.ref_hw, s.out_hw,
+                      (s.ref_hw[0] - p + 1) * (s.ref_hw[1] - p + 1)) for s in shapes]
+
+
+def load_reference(reference: str | Path | np.ndarray | torch.Tensor, *,
+                   max_pixels: int = 400_000_000) -> np.ndarray:
+    """A reference as float32 (H, W, C) in [0, 1] from a path or an array.
+
+    Arrays may be (H, W) or (H, W, C) with C in 1..4 (alpha dropped); uint8 and uint16 are
+    scaled, floats must already be in [0, 1].
+    """
+    if isinstance(reference, (str, Path)):
+        from .storage.imageio import read_image
+
+        return read_image(reference, max_pixels=max_pixels)[0]
+    arr = reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) \
+        else np.asarray(reference)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise GigapatchError(f"reference array of shape {arr.shape}: expected (H, W) or "
+                             "(H, W, C) with 1-4 channels")
+    if arr.shape[2] in (2, 4):
+        arr = arr[:, :, :-1]
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535.0
+    else:
+        arr = arr.astype(np.float32)
+        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1 or np.isnan(arr).any()):
+            raise GigapatchError("reference array: float values must lie in [0, 1]")
+    return arr
+
+
+def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, C) in [0, 1] -> (C, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device) * 2 - 1
+
+
+def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of (C, H, W) (retargeting's coarsest level)."""
+    if tuple(img.shape[1:]) == tuple(hw):
+        return img
+    return F.interpolate(img[None], size=hw, mode="bicubic", antialias=True,
+                         align_corners=False)[0]
+
+
+def _backend_for(config: Config, device: torch.device) -> str:
+    backend = config.denoiser.backend
+    if backend == "auto":
+        return "fused" if device.type == "cuda" else "exact"
+    if backend == "fast":
+        raise GigapatchError("denoiser.backend=fast is not available in this version; "
+                             "use exact, fused or auto")
+    return backend
+
+
+def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
+             size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None,
+             seed: int = 0, config: Config | str | Path | None = None,
+             device: str | torch.device = "auto", progress: bool = False) -> np.ndarray:
+    """Generate one image with the patch statistics of a reference.
+
+    Parameters
+    ----------
+    reference : path or array
+        An image file, or an array (H, W) / (H, W, C) (see ``load_reference``).
+    size : (int, int), optional
+        Output (width, height). Default: the reference's size.
+    scale : float or (float, float), optional
+        Output size as a factor of the reference's (x, y). Exclusive with ``size``.
+    seed : int
+        Same seed, same image: noise is keyed by (seed, level, step, pixel, channel).
+    config : Config, path or preset name, optional
+        Default: the bundled ``default`` preset.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+    progress : bool
+        Show a progress bar (denoiser calls done / total, with ETA) on stderr.
+
+    Returns
+    -------
+    ndarray, shape (H, W, C), float32
+        Values in [0, 1]; C is the reference's channel count (1 or 3).
+    """
+    cfg = as_config(config)
+    dev = resolve_device(device)
+    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels)
+    ref_hw = ref.shape[:2]
+    out_hw = resolve_size(ref_hw, size, scale)
+    if out_hw[0] * out_hw[1] > MAX_GLOBAL_PIXELS:
+        raise GigapatchError(f"output {out_hw[1]}x{out_hw[0]} is too large to hold in memory; "
+                             "write it to a .tif so the tiled pipeline streams it")
+    plan = plan_levels(ref_hw, out_hw, cfg)
+    sc = cfg.sampler
+    channels = ref.shape[2]
+    ref_t = _to_tensor(ref, dev)
+    ref_pyr = gaussian_pyramid(ref_t, len(plan))
+    sigmas = flow_linear(sc.steps, sc.s_min)
+    backend = _backend_for(cfg, dev)
+    dn = cfg.denoiser
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan) * sc.steps, unit="step", desc="sampling", leave=False)
+    try:
+        coarse: torch.Tensor | None = None
+        for lp in plan:
+            h, w = lp.out_hw
+            box = (0, 0, h, w)
+            if lp.level == 0 and sc.mode == "retarget":
+                coarse = _resize(ref_pyr[0], (h, w))
+                if bar is not None:
+                    bar.update(sc.steps)
+                continue
+            index = PatchIndex.from_image(ref_pyr[lp.level], sc.patch_size)
+            denoise = make_denoise(index, patch_size=sc.patch_size, rho=sc.rho,
+                                   backend=backend, memory_budget_mb=dn.memory_budget_mb,
+                                   dtype=dn.dtype)
+            coarse_up = None if coarse is None else upsample_to_box(coarse, (0, 0), box)
+            if bar is not None:
+                bar.set_description(f"level {lp.level + 1}/{len(plan)} ({w}x{h})")
+            coarse = sample_level(denoise, box=box, channels=channels, seed=seed,
+                                  level=lp.level, sigmas=sigmas, eta=sc.eta,
+                                  coarse_up=coarse_up, device=dev,
+                                  callback=(lambda i: bar.update(1)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    out = ((coarse.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(out, dtype=np.float32)

@@ -1,0 +1,225 @@
+"""The closed-form patch denoiser and the image denoiser built on it.
+
+``posterior_mean_exact`` and ``posterior_mean_fused`` compute the same function
+(docs/ALGORITHM.md section 1)::
+
+    D(x) = sum_j w_j y_j,  w_j = softmax_j((2 a x.y_j - a^2 |y_j|^2) / (2 s^2) + log n_j)
+
+The exact form is a chunked float32 GEMM with a streaming (online) softmax over key chunks:
+its memory is bounded by ``memory_budget_mb``, never by the image or the patch set. The
+fused form is the same computation as softmax attention with q = [x, 1],
+k = [a y, -a^2 |y|^2 / 2 + s^2 log n], v = y and scale 1 / s^2, through torch's
+``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA).
+
+``image_denoise`` takes every overlapping patch of an image, denoises it, and folds the
+results back with a separable Gaussian window (section 2), in row bands so that memory
+stays within the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .patch_index import PatchIndex
+
+__all__ = [
+    "posterior_mean_exact",
+    "posterior_mean_fused",
+    "posterior_mean",
+    "fold_window",
+    "image_denoise",
+    "PatchDenoiser",
+]
+
+#: a function (patches (M, D), a, s) -> denoised patches (M, D)
+PatchDenoiser = Callable[[torch.Tensor, float, float], torch.Tensor]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _chunk_rows(budget_bytes: int, per_row_bytes: int, total: int) -> int:
+    return max(1, min(total, budget_bytes // max(per_row_bytes, 1)))
+
+
+def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
+                         memory_budget_mb: float = 1024, dtype: str = "float32") -> torch.Tensor:
+    """Posterior mean of clean patches given noisy patches, by chunked GEMM.
+
+    Parameters
+    ----------
+    x : Tensor, shape (M, D)
+        Noisy patches x = a y + s e.
+    index : PatchIndex
+        N clean patches (N, D) with log multiplicities.
+    a, s : float
+        Signal and noise scale of x (s > 0).
+    memory_budget_mb : float
+        Bound on the working memory (logit and weight blocks).
+    dtype : {"float32", "bfloat16", "float16"}
+        Precision of the similarity GEMM; the softmax and the weighted sum stay float32.
+
+    Returns
+    -------
+    Tensor, shape (M, D), float32
+    """
+    m, d = x.shape
+    n = index.size
+    if n == 0:
+        raise ValueError("empty patch index")
+    x = x.to(torch.float32)
+    out = torch.empty((m, d), dtype=torch.float32, device=x.device)
+    inv2s2 = 1.0 / (2.0 * s * s)
+    # per key: bias_j = -a^2 |y_j|^2 / (2 s^2) + log n_j
+    bias = index.log_counts - (a * a * inv2s2) * index.sq_norms
+    budget = int(memory_budget_mb * 2**20)
+    # blocks of (mq x nk) float32 logits, plus their exp, plus the query/output rows
+    nk = _chunk_rows(budget // 4, 8 * 64, n)  # at least 64 query rows per key block
+    mq = _chunk_rows(budget, 8 * nk + 8 * d, m)
+    gemm_dtype = _DTYPES[dtype]
+    keys = index.patches if gemm_dtype == torch.float32 else index.patches.to(gemm_dtype)
+    scale = 2.0 * a * inv2s2
+    for q0 in range(0, m, mq):
+        xq = x[q0:q0 + mq]
+        xq_g = xq if gemm_dtype == torch.float32 else xq.to(gemm_dtype)
+        run_max = torch.full((xq.shape[0], 1), -math.inf, device=x.device)
+        run_sum = torch.zeros((xq.shape[0], 1), device=x.device)
+        acc = torch.zeros((xq.shape[0], d), device=x.device)
+        for k0 in range(0, n, nk):
+            kb = keys[k0:k0 + nk]
+            logits = (xq_g @ kb.T).to(torch.float32)
+            logits.mul_(scale).add_(bias[k0:k0 + nk])
+            blk_max = logits.max(dim=1, keepdim=True).values
+            new_max = torch.maximum(run_max, blk_max)
+            logits.sub_(new_max).exp_()
+            corr = torch.exp(run_max - new_max)
+            run_sum = run_sum * corr + logits.sum(dim=1, keepdim=True)
+            acc = acc * corr + logits @ index.patches[k0:k0 + nk]
+            run_max = new_max
+        out[q0:q0 + mq] = acc / run_sum
+    return out
+
+
+def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
+                         memory_budget_mb: float = 1024, dtype: str = "float32") -> torch.Tensor:
+    """Posterior mean through ``scaled_dot_product_attention``.
+
+    Same parameters and result as :func:`posterior_mean_exact`. The queries are chunked to
+    respect ``memory_budget_mb`` when the kernel falls back to materialising the attention
+    matrix (CPU); on CUDA the flash / memory-efficient kernels never do.
+    """
+    m, d = x.shape
+    n = index.size
+    gemm_dtype = _DTYPES[dtype]
+    dev = x.device
+    # q = [x, 1], k = [a y, -a^2 |y|^2 / 2 + s^2 log n], v = y, scale = 1 / s^2
+    k = torch.cat([a * index.patches,
+                   (-0.5 * a * a * index.sq_norms + s * s * index.log_counts)[:, None]], 1)
+    q = torch.cat([x.to(torch.float32), torch.ones((m, 1), device=dev)], 1)
+    # pad the head dimension to a multiple of 8 (kernel requirement on CUDA); zeros change
+    # nothing in the dot products
+    pad = (-(d + 1)) % 8
+    if pad:
+        q = F.pad(q, (0, pad))
+        k = F.pad(k, (0, pad))
+    v = F.pad(index.patches, (0, (-d) % 8)) if d % 8 else index.patches
+    q, k, v = (t.to(gemm_dtype) for t in (q, k, v))
+    if dev.type == "cuda":
+        mq = m
+    else:
+        mq = _chunk_rows(int(memory_budget_mb * 2**20), 8 * n + 8 * d, m)
+    outs = []
+    for q0 in range(0, m, mq):
+        o = F.scaled_dot_product_attention(q[None, None, q0:q0 + mq], k[None, None],
+                                           v[None, None], scale=1.0 / (s * s))
+        outs.append(o[0, 0, :, :d].to(torch.float32))
+    return torch.cat(outs, 0)
+
+
+def posterior_mean(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
+                   backend: str = "exact", memory_budget_mb: float = 1024,
+                   dtype: str = "float32") -> torch.Tensor:
+    """Dispatch to the exact or fused posterior mean (see those functions)."""
+    if backend == "exact":
+        return posterior_mean_exact(x, index, a, s, memory_budget_mb=memory_budget_mb,
+                                    dtype=dtype)
+    if backend == "fused":
+        return posterior_mean_fused(x, index, a, s, memory_budget_mb=memory_budget_mb,
+                                    dtype=dtype)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def fold_window(patch_size: int, rho: float, *, device: torch.device | str = "cpu") \
+        -> torch.Tensor:
+    """Separable Gaussian window over a patch's normalised coordinates.
+
+    Parameters
+    ----------
+    patch_size : int
+    rho : float
+        Standard deviation on coordinates u, v in [-1, 1]; ``math.inf`` gives all ones.
+
+    Returns
+    -------
+    Tensor, shape (P, P)
+        Peak 1 at the centre.
+    """
+    if math.isinf(rho):
+        return torch.ones((patch_size, patch_size), device=device)
+    u = torch.linspace(-1.0, 1.0, patch_size, dtype=torch.float64)
+    g = torch.exp(-(u * u) / (2.0 * rho * rho))
+    return torch.outer(g, g).to(torch.float32).to(device)
+
+
+def image_denoise(x: torch.Tensor, denoise_patches: Callable[[torch.Tensor], torch.Tensor],
+                  patch_size: int, rho: float, *, memory_budget_mb: float = 1024) \
+        -> torch.Tensor:
+    """Denoise every overlapping patch of an image and fold them back.
+
+    No padding: pixels near the border are covered by fewer patches and the fold
+    normalises by the window weights that actually cover each pixel.
+
+    Parameters
+    ----------
+    x : Tensor, shape (C, H, W)
+        Noisy image; H, W >= P.
+    denoise_patches : callable
+        (M, C*P*P) noisy patches -> (M, C*P*P) denoised patches (float32).
+    patch_size : int
+    rho : float
+        Fold window std (``math.inf`` for plain averaging).
+    memory_budget_mb : float
+        Bound on the patches held at once: the image is processed in row bands.
+
+    Returns
+    -------
+    Tensor, shape (C, H, W), float32
+    """
+    c, h, w = x.shape
+    p = patch_size
+    if h < p or w < p:
+        raise ValueError(f"image {h}x{w} is smaller than the patch size {p}")
+    win = fold_window(p, rho, device=x.device)
+    win_cols = win.reshape(1, p * p).repeat(c, 1).reshape(c * p * p, 1)  # (C*P*P, 1)
+    num = torch.zeros((c, h, w), dtype=torch.float32, device=x.device)
+    den = torch.zeros((1, h, w), dtype=torch.float32, device=x.device)
+    n_cols = w - p + 1
+    # one patch row costs its patches, their denoised copies and the weighted copies
+    per_row = n_cols * c * p * p * 4 * 4
+    rows = _chunk_rows(int(memory_budget_mb * 2**20) // 2, per_row, h - p + 1)
+    ones = None
+    for r0 in range(0, h - p + 1, rows):
+        r1 = min(h - p + 1, r0 + rows)  # patch top rows r0 .. r1-1
+        band = x[:, r0:r1 + p - 1, :].unsqueeze(0).to(torch.float32)
+        cols = F.unfold(band, kernel_size=p)[0]  # (C*P*P, L)
+        den_patches = denoise_patches(cols.T.contiguous())  # (L, C*P*P)
+        cols = den_patches.T * win_cols
+        bh = r1 - r0 + p - 1
+        num[:, r0:r0 + bh] += F.fold(cols.unsqueeze(0), (bh, w), kernel_size=p)[0]
+        if ones is None or ones.shape[1] != cols.shape[1]:
+            ones = win.reshape(p * p, 1).expand(p * p, cols.shape[1]).unsqueeze(0)
+        den[:, r0:r0 + bh] += F.fold(ones, (bh, w), kernel_size=p)[0]
+    return num / den
