@@ -24,7 +24,7 @@ from .diffusion.schedules import flow_linear
 from .errors import GigapatchError
 
 __all__ = ["generate", "resolve_size", "plan_levels", "resolve_device", "as_config",
-           "load_reference", "LevelPlan"]
+           "load_reference", "LevelPlan", "sample_levels"]
 
 #: outputs above this many pixels need the tiled pipeline
 MAX_GLOBAL_PIXELS = 2**31
@@ -209,14 +209,47 @@ def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
     if out_hw[0] * out_hw[1] > MAX_GLOBAL_PIXELS:
         raise GigapatchError(f"output {out_hw[1]}x{out_hw[0]} is too large to hold in memory; "
                              "write it to a .tif so the tiled pipeline streams it")
+    levels = sample_levels(ref, out_hw, cfg, seed=seed, device=dev, progress=progress)
+    coarse = levels[-1]
+    out = ((coarse.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, seed: int = 0,
+                  device: torch.device = torch.device("cpu"), progress: bool = False,
+                  backends: Sequence[str] | None = None) -> list[torch.Tensor]:
+    """Sample every pyramid level of one output, coarsest first (what ``generate`` runs).
+
+    Parameters
+    ----------
+    ref : ndarray, shape (H, W, C)
+        The reference in [0, 1] (``load_reference``).
+    out_hw : (int, int)
+        Output (height, width) of the finest level.
+    config : Config
+    seed : int
+    device : torch.device
+    progress : bool
+    backends : sequence of str, optional
+        One backend per level (exact | fused | fast) overriding the config's choice
+        (benchmarks and fidelity checks).
+
+    Returns
+    -------
+    list of Tensor, shape (C, h_k, w_k)
+        Each level's clean estimate in [-1, 1] (not clamped), coarsest first.
+    """
+    cfg = config
+    dev = device
+    ref_hw = ref.shape[:2]
     plan = plan_levels(ref_hw, out_hw, cfg)
     sc = cfg.sampler
     channels = ref.shape[2]
     ref_t = _to_tensor(ref, dev)
     ref_pyr = gaussian_pyramid(ref_t, len(plan))
     sigmas = flow_linear(sc.steps, sc.s_min)
-    backend = _backend_for(cfg, dev)
     dn = cfg.denoiser
+    outs: list[torch.Tensor] = []
 
     bar = None
     if progress:
@@ -230,9 +263,11 @@ def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
             box = (0, 0, h, w)
             if lp.level == 0 and sc.mode == "retarget":
                 coarse = _resize(ref_pyr[0], (h, w))
+                outs.append(coarse)
                 if bar is not None:
                     bar.update(sc.steps)
                 continue
+            backend = backends[lp.level] if backends is not None else _backend_for(cfg, dev)
             index = PatchIndex.from_image(ref_pyr[lp.level], sc.patch_size)
             denoise = make_denoise(index, patch_size=sc.patch_size, rho=sc.rho,
                                    backend=backend, memory_budget_mb=dn.memory_budget_mb,
@@ -244,8 +279,8 @@ def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
                                   level=lp.level, sigmas=sigmas, eta=sc.eta,
                                   coarse_up=coarse_up, device=dev,
                                   callback=(lambda i: bar.update(1)) if bar else None)
+            outs.append(coarse)
     finally:
         if bar is not None:
             bar.close()
-    out = ((coarse.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return outs
