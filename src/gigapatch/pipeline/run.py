@@ -1,0 +1,341 @@
+"""``run_tiled``: plan -> run store -> Dask graph of tiles -> streaming output writers.
+
+The only place (with plan.py) that reads the config and imports dask. Embedded default: the
+local threaded scheduler (one worker thread on a GPU, where tiles serialise anyway;
+``cluster.workers`` threads on a CPU, default 1 because every tile already uses all cores
+through torch). With ``cluster.address`` / ``--cluster ADDR``, the graph goes to an existing
+dask.distributed scheduler; the run store must then be on a path every worker sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import Config, config_hash
+from ..errors import GigapatchError
+from ..storage.runstore import RunLock, RunStore
+from .graph import build_graph
+from .plan import RunPlan, make_plan
+from .progress import TileProgress
+from .tasks import TaskSpec
+
+__all__ = ["run_tiled", "TiledResult", "should_tile", "default_run_dir", "output_format",
+           "read_result", "IMAGE_MAX_PIXELS"]
+
+#: PNG/JPEG/plain TIFF outputs are assembled in memory: only up to this many pixels
+IMAGE_MAX_PIXELS = 2**28
+
+
+@dataclass
+class TiledResult:
+    """What a tiled run did (returned by :func:`run_tiled`)."""
+
+    output: Path | None
+    format: str | None
+    run_dir: Path
+    plan: RunPlan
+    tasks_total: int
+    tasks_computed: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    level_seconds: dict[str, float] = field(default_factory=dict)
+    output_bytes: int = 0
+
+    def describe(self) -> list[str]:
+        """Lines for the end of a CLI run: the file, its size, levels, how to view it."""
+        h, w = self.plan.out_hw
+        lines = []
+        if self.output is not None:
+            mb = self.output_bytes / 2**20
+            levels = ", ".join(f"{s[1]}x{s[0]}" for s in self.plan.output_shapes) \
+                if self.format in ("tiff", "ome-zarr") else f"{w}x{h}"
+            lines.append(f"wrote {self.output} ({w}x{h}, {self.plan.channels} channel"
+                         f"{'s' if self.plan.channels != 1 else ''}, {self.plan.bit_depth}-bit, "
+                         f"{mb:,.1f} MiB) in {sum(self.seconds.values()):.1f} s")
+            if self.format in ("tiff", "ome-zarr"):
+                lines.append(f"  levels: {levels}")
+            lines.append("  view: " + _how_to_view(self.output, self.format))
+        lines.append(f"  run store: {self.run_dir} ({self.tasks_computed} of "
+                     f"{self.tasks_total} tasks computed this time; delete it when done)")
+        return lines
+
+
+def _how_to_view(path: Path, fmt: str | None) -> str:
+    if fmt == "tiff":
+        return (f"`vips dzsave {path} tiles` or `vipsdisp {path}`; QuPath (File > Open); "
+                f"QGIS (Layer > Add Raster Layer)")
+    if fmt == "ome-zarr":
+        return f"napari (`napari --plugin napari-ome-zarr {path}`), QuPath 0.6+, vizarr"
+    return "any image viewer"
+
+
+def default_run_dir(output: str | os.PathLike | None) -> Path:
+    """``OUT.gp-run/`` beside the output (``gigapatch.gp-run`` without an output)."""
+    if output is None:
+        return Path("gigapatch.gp-run").absolute()
+    p = Path(output).absolute()
+    return p.with_name(p.name + ".gp-run")
+
+
+def output_format(output: str | os.PathLike | None, fmt: str | None = None) -> str | None:
+    """``tiff`` | ``ome-zarr`` | ``image`` (PNG/JPEG) from ``--format`` or the suffix."""
+    if output is None:
+        return None
+    if fmt:
+        if fmt not in ("tiff", "ome-zarr", "png"):
+            raise GigapatchError(f"--format {fmt}: expected tiff, ome-zarr or png")
+        return "image" if fmt == "png" else fmt
+    name = str(output).lower().rstrip("/")
+    if name.endswith(".ome.zarr") or name.endswith(".zarr"):
+        return "ome-zarr"
+    if name.endswith((".tif", ".tiff")):
+        return "tiff"
+    if name.endswith((".png", ".jpg", ".jpeg")):
+        return "image"
+    raise GigapatchError(f"output {output}: the tiled pipeline writes .tif/.tiff (pyramidal "
+                         f"BigTIFF), .ome.zarr, or .png/.jpg for small outputs")
+
+
+def should_tile(out_hw: tuple[int, int], config: Config, tiled: bool | None = None) -> bool:
+    """Whether ``generate`` should use the tiled pipeline: forced, or the output is larger
+    than ``tiling.global_max_pixels`` (and tiling.mode is not ``never``)."""
+    if tiled:
+        return True
+    mode = config.tiling.mode
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    return out_hw[0] * out_hw[1] > config.tiling.global_max_pixels
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def _check_output(path: Path, fmt: str, out_hw: tuple[int, int], bit_depth: int) -> None:
+    from ..storage.imageio import check_writable
+
+    if fmt == "image":
+        if out_hw[0] * out_hw[1] > IMAGE_MAX_PIXELS:
+            raise GigapatchError(f"output {path}: {out_hw[1]}x{out_hw[0]} is too large for a "
+                                 f"PNG/JPEG held in memory; write a .tif (pyramidal BigTIFF) "
+                                 f"or .ome.zarr")
+        check_writable(path, bit_depth=bit_depth)
+    elif fmt == "tiff":
+        check_writable(path, bit_depth=bit_depth)
+    else:
+        parent = path.absolute().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise GigapatchError(f"cannot write output {path}: the folder {parent} does not "
+                                 f"exist or is not writable")
+
+
+def _execute_local(graph, workers: int, prog: TileProgress) -> None:
+    import dask.threaded
+    from dask.callbacks import Callback
+
+    def posttask(key, result, dsk, state, worker_id):
+        label = graph.label.get(key)
+        if label is not None:
+            prog.update(label, result[-1] if isinstance(result, tuple) else 0.0)
+
+    with Callback(posttask=posttask):
+        dask.threaded.get(graph.dsk, graph.keys, num_workers=workers)
+
+
+def _execute_distributed(graph, address: str, retries: int, device: str,
+                         prog: TileProgress) -> None:
+    from distributed import Client, as_completed
+
+    with Client(address, set_as_default=False) as client:
+        resources = None
+        if device.startswith("cuda"):
+            info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) \
+                else client.scheduler_info()
+            if any("GPU" in (w.get("resources") or {}) for w in info["workers"].values()):
+                resources = {"GPU": 1}
+        futures = client.get(graph.dsk, graph.keys, sync=False, retries=retries,
+                             resources=resources)
+        for fut in as_completed(futures):
+            result = fut.result()  # raises the task's exception
+            label = graph.label.get(fut.key)
+            if label is not None:
+                prog.update(label, result[-1])
+
+
+def _accepts_n_workers(client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def _write_output(store: RunStore, plan: RunPlan, path: Path, fmt: str, config: Config,
+                  writer: str | None) -> None:
+    oc = config.output
+    dtype = np.uint8 if plan.bit_depth == 8 else np.uint16
+    if fmt == "image":
+        from ..storage.imageio import write_image
+
+        q = np.asarray(store.array("output/0")[...])
+        top = 255.0 if plan.bit_depth == 8 else 65535.0
+        write_image(path, np.moveaxis(q, 0, -1).astype(np.float32) / np.float32(top),
+                    bit_depth=plan.bit_depth, dpi=oc.dpi)
+    elif fmt == "ome-zarr":
+        from ..storage.omezarr import write_ome_zarr
+
+        write_ome_zarr(store.path / "output", path)
+    else:
+        from ..storage.tiff import write_tiff_tifffile, write_tiff_vips
+
+        band = math.lcm(plan.tile, oc.tiff_tile)
+        if (writer or oc.writer) == "vips":
+            write_tiff_vips(path, store.output_bands(0, band), plan.out_hw,
+                            channels=plan.channels, dtype=dtype, tile=oc.tiff_tile,
+                            compression=oc.compression, dpi=oc.dpi)
+        else:
+            levels = [lambda r=r: store.output_bands(r, band)
+                      for r in range(len(plan.output_shapes))]
+            write_tiff_tifffile(path, levels, plan.output_shapes, channels=plan.channels,
+                                dtype=dtype, tile=oc.tiff_tile, compression=oc.compression,
+                                dpi=oc.dpi)
+
+
+def _size_on_disk(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def run_tiled(reference, output: str | os.PathLike | None = None, *,
+              size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None,
+              seed: int = 0, config: Config | str | Path | None = None,
+              device: str = "auto", run_dir: str | os.PathLike | None = None,
+              tile: int | None = None, tiled: bool | None = True,
+              cluster: str | None = None, workers: int | None = None,
+              fmt: str | None = None, writer: str | None = None,
+              progress: bool = False) -> TiledResult:
+    """Generate one image tile by tile through a resumable run store.
+
+    Parameters
+    ----------
+    reference : path or array
+        As for ``gigapatch.generate``.
+    output : path, optional
+        ``.tif``/``.tiff`` (pyramidal tiled BigTIFF), ``.ome.zarr`` (OME-Zarr 0.5), or
+        ``.png``/``.jpg`` (small outputs only). ``None``: only the run store is filled.
+    size, scale, seed, config, device
+        As for ``gigapatch.generate``; same seed, same image as ``generate`` (up to float
+        summation order, max abs difference <= 1e-4 before quantisation).
+    run_dir : path, optional
+        The run store (default ``OUT.gp-run/`` beside the output). Re-running the same
+        call resumes it; one made with another config or seed is refused.
+    tile : int, optional
+        Tile core side (multiple of 64; default ``tiling.tile``).
+    tiled : bool
+        True: tile every level that does not fit one tile (``--tiled``); None: follow
+        ``tiling.mode`` and ``tiling.global_max_pixels``.
+    cluster : str, optional
+        Address of a dask.distributed scheduler (default ``cluster.address``).
+    workers : int, optional
+        Local worker threads (default ``cluster.workers``, else 1).
+    fmt : {"tiff", "ome-zarr", "png"}, optional
+        Output format (default: by suffix).
+    writer : {"tifffile", "vips"}, optional
+        Pyramidal TIFF writer (default ``output.writer``).
+    progress : bool
+        tqdm bars per level on stderr.
+    """
+    from ..api import _backend_for, _to_tensor, as_config, load_reference, resolve_device, \
+        resolve_size
+
+    t_start = time.perf_counter()
+    cfg = as_config(config)
+    dev = resolve_device(device)
+    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels)
+    ref_hw = ref.shape[:2]
+    out_hw = resolve_size(ref_hw, size, scale)
+    fmt_ = output_format(output, fmt)
+    out_path = Path(output) if output is not None else None
+    if out_path is not None:
+        _check_output(out_path, fmt_, out_hw, cfg.output.bit_depth)
+    import torch
+
+    ref_model = _to_tensor(ref, torch.device("cpu")).numpy()  # (C, h, w) in [-1, 1]
+    plan = make_plan(ref_hw, out_hw, ref.shape[2], cfg, seed=seed,
+                     ref_digest=_digest(ref_model), tile=tile, force_tiled=tiled)
+    rd = Path(run_dir).absolute() if run_dir is not None else default_run_dir(output)
+    address = cluster or cfg.cluster.address
+    if address is None and dev.type == "cuda":
+        n_workers = 1  # tiles serialise on one GPU
+    else:
+        n_workers = workers or cfg.cluster.workers or 1
+    sc, dn = cfg.sampler, cfg.denoiser
+    spec = TaskSpec(
+        run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
+        patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta, s_min=sc.s_min,
+        mode=sc.mode, backend=_backend_for(cfg, dev), memory_budget_mb=dn.memory_budget_mb,
+        dtype=dn.dtype, bit_depth=plan.bit_depth,
+        level_hw=tuple(lv.out_hw for lv in plan.levels),
+        level_kind=tuple(lv.mode for lv in plan.levels),
+        grids=tuple(lv.grid for lv in plan.levels))
+    meta = {"summary": plan.summary(), "config": cfg.to_dict(),
+            "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
+            "ref_hw": list(ref_hw), "tile": plan.tile,
+            "levels": [{"level": lv.level, "out_hw": list(lv.out_hw), "mode": lv.mode,
+                        "halo": lv.halo, "tiles": lv.tiles} for lv in plan.levels]}
+    seconds: dict[str, float] = {}
+    with RunLock(rd):
+        store = RunStore.create_or_open(
+            rd, run_key=plan.run_key, meta=meta, reference=ref_model,
+            level_shapes=[lv.out_hw for lv in plan.levels],
+            grid_shapes=[lv.grid.shape for lv in plan.levels],
+            output_shapes=plan.output_shapes, chunk=plan.tile,
+            out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
+        graph = build_graph(plan, spec, store)
+        seconds["plan"] = time.perf_counter() - t_start
+        total = sum(graph.totals.values())
+        prog = TileProgress(graph.totals, graph.done, enabled=progress)
+        t0 = time.perf_counter()
+        try:
+            if graph.keys:
+                if address:
+                    _execute_distributed(graph, address, cfg.cluster.retries, str(dev), prog)
+                else:
+                    _execute_local(graph, n_workers, prog)
+        finally:
+            prog.close()
+        seconds["sample"] = time.perf_counter() - t0
+        nbytes = 0
+        if out_path is not None:
+            t0 = time.perf_counter()
+            _write_output(store, plan, out_path, fmt_, cfg, writer)
+            seconds["write"] = time.perf_counter() - t0
+            nbytes = _size_on_disk(out_path)
+    return TiledResult(out_path, fmt_, rd, plan, total, len(graph.keys), seconds,
+                       dict(prog.seconds), nbytes)
+
+
+def read_result(run_dir: str | os.PathLike, level: int | None = None,
+                model_space: bool = False) -> np.ndarray:
+    """A finished run's level (default the finest) as float32.
+
+    ``model_space=False`` gives (H, W, C) in [0, 1] exactly as ``gigapatch.generate``
+    returns it; ``True`` gives the stored (C, H, W) values in [-1, 1] (not clamped).
+    For small outputs and tests: it reads the whole level.
+    """
+    store = RunStore.open(run_dir)
+    n = len(store.attrs["levels"])
+    lv = n - 1 if level is None else level
+    a = np.asarray(store.array(f"levels/{lv}")[...])
+    if model_space:
+        return a
+    return np.ascontiguousarray(np.moveaxis((np.clip(a, -1, 1) + 1) / 2, 0, -1),
+                                dtype=np.float32)

@@ -1,0 +1,311 @@
+"""The run store: a Zarr v3 group holding everything a tiled run needs to resume.
+
+Layout of ``RUN_DIR/`` (a Zarr v3 group; attributes under ``gigapatch``)::
+
+    zarr.json            attributes.gigapatch = {format, run_key, config, config_hash, seed,
+                         output size, level sizes, chunk side, ...}
+    reference            (C, h, w) float32, the reference in model space [-1, 1]
+    levels/L             (C, H_L, W_L) float32, level L of the sample in model space (raw
+                         sampler output, not clamped), chunks (C, tile, tile)
+    done/L               (ny_L, nx_L) uint8, 1 = the task owning that tile has finished;
+                         chunks (1, 1), so every task owns its marker's chunk
+    output/r             (C, h_r, w_r) uint8|uint16, the quantised output pyramid (r = 0 is
+                         full size, each next level a 2x box reduction); chunks (C, tile,
+                         tile); the ``output`` group carries OME-Zarr 0.5 metadata
+    output_done/r        (ny_r, nx_r) uint8, done markers of the output pyramid chunks
+    lock                 JSON {pid, host, started} while a run is active (not Zarr)
+
+Arrays are channel-first (C, H, W): that is torch's layout and OME-Zarr's for (c, y, x).
+Every writing task owns whole chunks (chunk = tile core, no sharding), so no two tasks ever
+write the same chunk; Zarr's local chunk writes are atomic (temp file + rename), so a
+chunk that exists is complete. ``write_empty_chunks=True`` everywhere: a blank tile is still
+written. A tile counts as done only once its marker is set, after its data.
+
+This module knows nothing of configs or samplers: the pipeline passes plain values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import zarr
+
+from ..errors import GigapatchError
+from ..tiling import Box, chunk_span
+
+__all__ = ["RunStore", "RunLock", "pid_alive", "STORE_FORMAT", "reduce2_box"]
+
+#: bumped when the layout changes incompatibly
+STORE_FORMAT = 1
+
+_ARRAY_CONFIG = {"write_empty_chunks": True}
+_cache_lock = threading.Lock()
+_array_cache: dict[tuple[str, str], Any] = {}
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock on a run dir: ``RUN_DIR/lock`` holds ``{pid, host, started}``.
+
+    A second run on the same dir refuses while the owner lives. A lock left by a dead
+    process on the same host (kill -9, power loss) is taken over. Locks from other hosts
+    are never taken over automatically (their pid cannot be checked from here).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / "lock"
+        self.held = False
+
+    def _mine(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._read()
+                if owner is None:  # half-written by a process that died while locking
+                    self._take_over()
+                    return self
+                host, pid = owner.get("host"), int(owner.get("pid", -1))
+                if host == socket.gethostname() and not pid_alive(pid):
+                    self._take_over()
+                    return self
+                started = time.strftime("%Y-%m-%d %H:%M:%S",
+                                        time.localtime(owner.get("started", 0)))
+                raise GigapatchError(
+                    f"run dir {self.path.parent} is in use by another run (pid {pid} on "
+                    f"{host}, since {started}); wait for it to finish or pass another "
+                    f"--run-dir (delete {self.path} only if that process is gone)") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._mine(), f)
+            self.held = True
+            return self
+        raise GigapatchError(f"cannot lock run dir {self.path.parent}")  # pragma: no cover
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) and "pid" in data else None
+        except FileNotFoundError:
+            return {"pid": -1, "host": None}
+        except (OSError, ValueError):
+            return None
+
+    def _take_over(self) -> None:
+        tmp = self.path.with_name(f".lock.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self._mine()))
+        os.replace(tmp, self.path)
+        self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        owner = self._read()
+        if owner is not None and owner.get("pid") == os.getpid() \
+                and owner.get("host") == socket.gethostname():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def reduce2_box(block: np.ndarray) -> np.ndarray:
+    """2x box reduction of a (C, h, w) integer block; odd edges average with themselves.
+
+    Output ``(C, ceil(h / 2), ceil(w / 2))``, same dtype, rounded half to even.
+    """
+    c, h, w = block.shape
+    a = block.astype(np.float32)
+    if h % 2:
+        a = np.concatenate([a, a[:, -1:]], axis=1)
+    if w % 2:
+        a = np.concatenate([a, a[:, :, -1:]], axis=2)
+    a = a.reshape(c, a.shape[1] // 2, 2, a.shape[2] // 2, 2).mean(axis=(2, 4))
+    return np.rint(a).astype(block.dtype)
+
+
+class RunStore:
+    """A run dir opened for reading and writing (see the module docstring).
+
+    Open it with :meth:`create_or_open` (the driver) or :meth:`open` (a worker).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.group = zarr.open_group(str(self.path), mode="r+")
+
+    # ---------------------------------------------------------------- creation
+    @classmethod
+    def create_or_open(cls, path: str | os.PathLike, *, run_key: str, meta: dict[str, Any],
+                       reference: np.ndarray, level_shapes: Sequence[tuple[int, int]],
+                       grid_shapes: Sequence[tuple[int, int]], output_shapes:
+                       Sequence[tuple[int, int]], chunk: int, out_dtype: str) -> "RunStore":
+        """Create the run store, or open an existing one made for the same ``run_key``.
+
+        Parameters
+        ----------
+        run_key : str
+            Hash of everything that changes the stored data; a store made with another key
+            is refused with a one-line message.
+        meta : dict
+            JSON-able description stored in the attributes (config, seed, sizes...).
+        reference : ndarray (C, h, w) float32
+        level_shapes : (H_L, W_L) per level, coarsest first
+        grid_shapes : (ny_L, nx_L) tasks per level (1x1 for a level sampled globally)
+        output_shapes : (h_r, w_r) per output pyramid level, full size first
+        chunk : int
+            Chunk side of every level and output array (the tile core side).
+        out_dtype : {"uint8", "uint16"}
+        """
+        p = Path(path)
+        zj = p / "zarr.json"
+        if zj.exists():
+            store = cls(p)
+            got = store.attrs.get("run_key")
+            if store.attrs.get("format") != STORE_FORMAT or got != run_key:
+                made = store.attrs.get("summary", "an unknown config")
+                raise GigapatchError(
+                    f"run dir {p} was made by a different run ({made}); its tiles cannot be "
+                    f"reused: delete {p} to start fresh or pass another --run-dir")
+            return store
+        if p.exists() and any(q.name != "lock" for q in p.iterdir()):
+            raise GigapatchError(f"run dir {p} exists and is not a gigapatch run store; "
+                                 f"delete it or pass another --run-dir")
+        c = int(reference.shape[0])
+        g = zarr.open_group(str(p), mode="a")
+        g.create_array("reference", data=np.ascontiguousarray(reference, dtype=np.float32),
+                       chunks=reference.shape, compressors=None,
+                       dimension_names=("c", "y", "x"))
+        for lv, ((h, w), (ny, nx)) in enumerate(zip(level_shapes, grid_shapes)):
+            g.create_array(f"levels/{lv}", shape=(c, h, w), dtype="float32",
+                           chunks=(c, min(chunk, h), min(chunk, w)), fill_value=0.0,
+                           compressors=None, config=_ARRAY_CONFIG,
+                           dimension_names=("c", "y", "x"))
+            g.create_array(f"done/{lv}", shape=(ny, nx), dtype="uint8", chunks=(1, 1),
+                           fill_value=0, compressors=None, config=_ARRAY_CONFIG)
+        for r, (h, w) in enumerate(output_shapes):
+            g.create_array(f"output/{r}", shape=(c, h, w), dtype=out_dtype,
+                           chunks=(c, min(chunk, h), min(chunk, w)), fill_value=0,
+                           config=_ARRAY_CONFIG, dimension_names=("c", "y", "x"))
+            g.create_array(f"output_done/{r}",
+                           shape=(-(-h // chunk), -(-w // chunk)), dtype="uint8",
+                           chunks=(1, 1), fill_value=0, compressors=None,
+                           config=_ARRAY_CONFIG)
+        from .omezarr import ome_multiscales_attrs
+
+        zarr.open_group(str(p / "output"), mode="r+").attrs.update(
+            ome_multiscales_attrs(output_shapes, name=p.name))
+        # the key goes last: a store whose creation was interrupted has no key and is
+        # refused with the "different run" message (delete it and start again)
+        g.attrs["gigapatch"] = {**meta, "format": STORE_FORMAT, "run_key": run_key,
+                                "layout": "(C, H, W) float32 model space [-1, 1]"}
+        return cls(p)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunStore":
+        return cls(path)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs.get("gigapatch", {}))
+
+    # ---------------------------------------------------------------- arrays
+    def array(self, name: str):
+        """A Zarr array of the store, cached per process (opening reads its metadata)."""
+        key = (str(self.path), name)
+        arr = _array_cache.get(key)
+        if arr is None:
+            arr = zarr.open_array(str(self.path / name), mode="r+", config=_ARRAY_CONFIG)
+            with _cache_lock:
+                _array_cache[key] = arr
+        return arr
+
+    def reference(self) -> np.ndarray:
+        return np.asarray(self.array("reference")[...])
+
+    def read(self, name: str, box: Box) -> np.ndarray:
+        """``array[:, box]`` as a (C, h, w) ndarray."""
+        ys, xs = box.slices()
+        return np.asarray(self.array(name)[:, ys, xs])
+
+    def write(self, name: str, box: Box, data: np.ndarray) -> None:
+        """Write ``data`` (C, h, w) at ``box``; the box must cover whole chunks."""
+        arr = self.array(name)
+        cy, cx = arr.chunks[1], arr.chunks[2]
+        _, h, w = arr.shape
+        if box.y0 % cy or box.x0 % cx or (box.y1 % cy and box.y1 != h) \
+                or (box.x1 % cx and box.x1 != w):
+            raise ValueError(f"{name}: box {box.as_tuple()} does not cover whole chunks "
+                             f"({cy}x{cx}); two tasks could write the same chunk")
+        ys, xs = box.slices()
+        arr[:, ys, xs] = data
+
+    # ---------------------------------------------------------------- done markers
+    def done_mask(self, name: str) -> np.ndarray:
+        """Done markers of ``done/L`` or ``output_done/r`` as a bool (ny, nx) array."""
+        return np.asarray(self.array(name)[...]) > 0
+
+    def is_done(self, name: str, iy: int, ix: int) -> bool:
+        return bool(self.array(name)[iy, ix])
+
+    def mark_done(self, name: str, iy: int, ix: int) -> None:
+        self.array(name)[iy, ix] = 1
+
+    # ---------------------------------------------------------------- output pyramid
+    def reduce_output_chunk(self, r: int, iy: int, ix: int) -> None:
+        """Compute chunk (iy, ix) of ``output/r`` by 2x box reduction of ``output/{r-1}``."""
+        dst = self.array(f"output/{r}")
+        src = self.array(f"output/{r - 1}")
+        cy, cx = dst.chunks[1], dst.chunks[2]
+        _, h, w = dst.shape
+        _, sh, sw = src.shape
+        core = Box(iy * cy, ix * cx, min((iy + 1) * cy, h), min((ix + 1) * cx, w))
+        block = np.asarray(src[:, 2 * core.y0:min(2 * core.y1, sh),
+                               2 * core.x0:min(2 * core.x1, sw)])
+        self.write(f"output/{r}", core, reduce2_box(block))
+
+    def output_bands(self, r: int, band: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Row bands ``(y0, (C, band, W))`` of ``output/r``, one chunk row at a time."""
+        arr = self.array(f"output/{r}")
+        _, h, _ = arr.shape
+        band = band or arr.chunks[1]
+        for y0 in range(0, h, band):
+            yield y0, np.asarray(arr[:, y0:min(h, y0 + band), :])
+
+    def output_shapes(self) -> list[tuple[int, int]]:
+        n = len([k for k in zarr.open_group(str(self.path / "output"), mode="r").array_keys()])
+        return [tuple(self.array(f"output/{r}").shape[1:]) for r in range(n)]
+
+
+def chunks_under(box: Box, chunk: int) -> list[tuple[int, int]]:
+    """Chunk indices that ``box`` touches (for dependency building)."""
+    return [(iy, ix) for iy in chunk_span(box.y0, box.y1, chunk)
+            for ix in chunk_span(box.x0, box.x1, chunk)]

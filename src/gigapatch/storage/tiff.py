@@ -1,0 +1,181 @@
+"""Streaming pyramidal (Big)TIFF writers fed from the run store's output pyramid.
+
+Two writers, same result layout (level 0 in the first IFD, reduced levels as SubIFDs):
+
+- :func:`write_tiff_tifffile` (default): tifffile gets one tile generator per level, each
+  reading one chunk row of the Zarr level at a time; the reduced levels were computed into
+  Zarr before (2x box reductions, ``RunStore.reduce_output_chunk``). Memory: one band of
+  ``chunk`` rows of one level.
+- :func:`write_tiff_vips`: level 0 is streamed into a raw temporary file (beside the
+  output), which libvips maps lazily (``rawload``) and saves with ``pyramid=True`` in one
+  streaming pass (libvips computes its own reduced levels, also 2x box means). Needs free
+  disk for one uncompressed copy of level 0.
+
+Both write ``.NAME.tmp-PID`` beside the output and rename it when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import GigapatchError
+
+__all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "COMPRESSIONS"]
+
+COMPRESSIONS = ("none", "deflate", "zstd", "lzw", "jpeg")
+
+
+def _tmp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    tmp = _tmp_for(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _tiles(bands: Iterator[tuple[int, np.ndarray]], width: int, tile: int) \
+        -> Iterator[np.ndarray]:
+    """(tile, tile, C) tiles in row-major order from (C, band, W) bands (band % tile == 0)."""
+    for _, band in bands:
+        hwc = np.moveaxis(band, 0, -1)  # (band, W, C) view
+        for ty in range(0, hwc.shape[0], tile):
+            rows = hwc[ty:ty + tile]
+            for tx in range(0, width, tile):
+                t = rows[:, tx:tx + tile]
+                if t.shape[0] != tile or t.shape[1] != tile:
+                    full = np.zeros((tile, tile, t.shape[2]), dtype=t.dtype)
+                    full[:t.shape[0], :t.shape[1]] = t
+                    t = full
+                yield np.ascontiguousarray(t)
+
+
+def _compression_args(compression: str, dtype: np.dtype) -> dict:
+    if compression not in COMPRESSIONS:
+        raise GigapatchError(f"output.compression={compression!r}: expected one of "
+                             f"{', '.join(COMPRESSIONS)}")
+    if compression == "none":
+        return {}
+    if compression == "jpeg":
+        if dtype != np.uint8:
+            raise GigapatchError("output.compression=jpeg holds 8 bits only; use deflate, "
+                                 "zstd or lzw for 16-bit output")
+        return {"compression": "jpeg", "compressionargs": {"level": 95}}
+    return {"compression": compression, "predictor": True}
+
+
+def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shapes:
+                        Sequence[tuple[int, int]], *, channels: int, dtype: str | np.dtype,
+                        tile: int = 256, compression: str = "deflate",
+                        dpi: float | None = None, subifds: bool = True) -> Path:
+    """Write a pyramidal tiled BigTIFF from per-level band iterators.
+
+    Parameters
+    ----------
+    path : path
+        Output ``.tif``/``.tiff``.
+    bands_per_level : sequence of callables
+        ``bands_per_level[r]()`` -> iterator of ``(y0, (C, band, W_r))`` row bands of level
+        ``r`` (full size first), ``band`` a multiple of ``tile`` except the last.
+    shapes : sequence of (H_r, W_r)
+    channels : int
+        1 (grey) or 3 (RGB).
+    dtype : uint8 or uint16
+    tile : {256, 512}
+    compression : {"none", "deflate", "zstd", "lzw", "jpeg"}
+        A horizontal predictor is added for deflate, zstd and lzw.
+    dpi : float, optional
+        Resolution tags (pixels per inch) on every level (scaled for reduced levels).
+    subifds : bool
+        Reduced levels as SubIFDs of level 0 (QuPath, OME-TIFF style; default) or as the
+        next IFDs of the main chain (COG/QGIS style).
+    """
+    import tifffile
+
+    p = Path(os.fspath(path))
+    dt = np.dtype(dtype)
+    comp = _compression_args(compression, dt)
+    photometric = "rgb" if channels == 3 else "minisblack"
+    with _atomic(p) as tmp:
+        with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+            for r, (h, w) in enumerate(shapes):
+                kw = dict(shape=(h, w, channels), dtype=dt, tile=(tile, tile),
+                          photometric=photometric, planarconfig="contig", metadata=None,
+                          **comp)
+                if dpi:
+                    kw.update(resolution=(dpi / 2 ** r, dpi / 2 ** r), resolutionunit="INCH")
+                if r == 0:
+                    if subifds and len(shapes) > 1:
+                        kw["subifds"] = len(shapes) - 1
+                else:
+                    kw["subfiletype"] = 1
+                tw.write(_tiles(bands_per_level[r](), w, tile), **kw)
+    return p
+
+
+def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarray]],
+                    shape: tuple[int, int], *, channels: int, dtype: str | np.dtype,
+                    tile: int = 256, compression: str = "deflate",
+                    dpi: float | None = None) -> Path:
+    """Write a pyramidal tiled BigTIFF with libvips from level 0's row bands.
+
+    Level 0 goes to a raw temporary file first (``.NAME.raw-PID`` beside the output,
+    removed afterwards); libvips reads it lazily and builds the pyramid (SubIFDs) itself.
+    """
+    import pyvips
+
+    p = Path(os.fspath(path))
+    dt = np.dtype(dtype)
+    _compression_args(compression, dt)  # validates
+    h, w = shape
+    raw = p.with_name(f".{p.name}.raw-{os.getpid()}")
+    try:
+        mm = np.memmap(raw, dtype=dt, mode="w+", shape=(h, w, channels))
+        for y0, band in bands:
+            mm[y0:y0 + band.shape[1]] = np.moveaxis(band, 0, -1)
+        mm.flush()
+        del mm
+        fmt = "uchar" if dt == np.uint8 else "ushort"
+        interp = ("srgb" if dt == np.uint8 else "rgb16") if channels == 3 else \
+            ("b-w" if dt == np.uint8 else "grey16")
+        im = pyvips.Image.rawload(str(raw), w, h, channels, format=fmt,
+                                  interpretation=interp)
+        kw = dict(tile=True, tile_width=tile, tile_height=tile, pyramid=True, subifd=True,
+                  bigtiff=True, compression=compression if compression != "none" else "none")
+        if compression in ("deflate", "zstd", "lzw"):
+            kw["predictor"] = "horizontal"
+        if compression == "jpeg":
+            kw["Q"] = 95
+        if dpi:
+            im = im.copy(xres=dpi / 25.4, yres=dpi / 25.4)  # pixels per millimetre
+            kw["resunit"] = "inch"
+        with _atomic(p) as tmp:
+            im.tiffsave(str(tmp), **kw)
+            del im
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(raw)
+    return p
+
+
+def tiff_levels(path: str | os.PathLike) -> list[tuple[int, int]]:
+    """(H, W) of every level of a pyramidal TIFF written here (level 0 first)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        s = tf.series[0]
+        return [tuple(lv.shape[:2]) for lv in s.levels]

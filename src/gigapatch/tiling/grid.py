@@ -1,0 +1,206 @@
+"""Box, Tile and TileGrid: frozen dataclasses over half-open pixel windows.
+
+Coordinates are global pixel coordinates of one pyramid level, ``(y0, x0, y1, x1)``
+half-open. A :class:`TileGrid` splits a level of shape ``(H, W)`` into cores of
+``tile x tile`` pixels (the last row/column of cores may be smaller); each core is one
+chunk of the level's array, so the task that computes a tile owns exactly one chunk.
+A tile's *window* is its core grown by the halo on every side and clipped to the level:
+that is what the sampler runs on; only the core is kept.
+
+Tile cores start at multiples of ``tile`` (a multiple of 2) and halos are even, so every
+window origin is even, as the exact 2x pyramid filters require.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "grid_for_level"]
+
+
+@dataclass(frozen=True, order=True)
+class Box:
+    """A half-open window ``[y0, y1) x [x0, x1)`` in global pixel coordinates."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+    def __post_init__(self) -> None:
+        if self.y1 < self.y0 or self.x1 < self.x0:
+            raise ValueError(f"empty or inverted box {self.as_tuple()}")
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        """``(y0, x0, y1, x1)``, the form the sampler takes."""
+        return self.y0, self.x0, self.y1, self.x1
+
+    def grow(self, margin: int) -> "Box":
+        """The box grown by ``margin`` pixels on every side (not clipped)."""
+        return Box(self.y0 - margin, self.x0 - margin, self.y1 + margin, self.x1 + margin)
+
+    def clip(self, shape: tuple[int, int]) -> "Box":
+        """The part of the box inside ``[0, H) x [0, W)``."""
+        h, w = shape
+        y0, x0 = min(max(self.y0, 0), h), min(max(self.x0, 0), w)
+        return Box(y0, x0, max(y0, min(self.y1, h)), max(x0, min(self.x1, w)))
+
+    def intersects(self, other: "Box") -> bool:
+        return (self.y0 < other.y1 and other.y0 < self.y1
+                and self.x0 < other.x1 and other.x0 < self.x1)
+
+    def contains(self, other: "Box") -> bool:
+        return (self.y0 <= other.y0 and self.x0 <= other.x0
+                and other.y1 <= self.y1 and other.x1 <= self.x1)
+
+    def relative_to(self, origin: "Box") -> "Box":
+        """This box in the coordinates of ``origin``'s top-left corner."""
+        return Box(self.y0 - origin.y0, self.x0 - origin.x0,
+                   self.y1 - origin.y0, self.x1 - origin.x0)
+
+    def slices(self) -> tuple[slice, slice]:
+        """``(slice(y0, y1), slice(x0, x1))`` for indexing the last two axes."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid: its index, its core (owned output) and its window (computed)."""
+
+    iy: int
+    ix: int
+    core: Box
+    window: Box
+
+    @property
+    def index(self) -> tuple[int, int]:
+        return self.iy, self.ix
+
+    @property
+    def core_in_window(self) -> Box:
+        """The core in the window's coordinates (what to crop from the sampler's result)."""
+        return self.core.relative_to(self.window)
+
+
+def chunk_span(start: int, stop: int, size: int) -> range:
+    """Indices of the chunks of side ``size`` that ``[start, stop)`` touches."""
+    if stop <= start:
+        return range(0)
+    return range(start // size, (stop - 1) // size + 1)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A level of shape ``(height, width)`` cut into ``tile``-sized cores with a halo.
+
+    Parameters
+    ----------
+    height, width : int
+        The level's size.
+    tile : int
+        Core side (the chunk side of the level's array); even.
+    halo : int
+        Pixels added on each side of a core to form its window; even (see
+        ``gigapatch.diffusion.generator.level_halo``).
+    """
+
+    height: int
+    width: int
+    tile: int
+    halo: int
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"level size {self.height}x{self.width} must be >= 1")
+        if self.tile < 2 or self.tile % 2:
+            raise ValueError(f"tile {self.tile} must be an even number >= 2")
+        if self.halo < 0 or self.halo % 2:
+            raise ValueError(f"halo {self.halo} must be an even number >= 0 (window origins "
+                             "must stay on the 2x grid)")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Number of tiles (rows, columns)."""
+        return -(-self.height // self.tile), -(-self.width // self.tile)
+
+    @property
+    def level_shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def __len__(self) -> int:
+        ny, nx = self.shape
+        return ny * nx
+
+    def core(self, iy: int, ix: int) -> Box:
+        ny, nx = self.shape
+        if not (0 <= iy < ny and 0 <= ix < nx):
+            raise IndexError(f"tile ({iy}, {ix}) outside a {ny}x{nx} grid")
+        t = self.tile
+        return Box(iy * t, ix * t, min((iy + 1) * t, self.height), min((ix + 1) * t,
+                                                                        self.width))
+
+    def tile_at(self, iy: int, ix: int) -> Tile:
+        core = self.core(iy, ix)
+        return Tile(iy, ix, core, core.grow(self.halo).clip(self.level_shape))
+
+    def __iter__(self) -> Iterator[Tile]:
+        ny, nx = self.shape
+        for iy in range(ny):
+            for ix in range(nx):
+                yield self.tile_at(iy, ix)
+
+    def tiles_under(self, box: Box) -> list[tuple[int, int]]:
+        """Indices of the tiles whose cores intersect ``box`` (clipped to the level)."""
+        b = box.clip(self.level_shape)
+        return [(iy, ix) for iy in chunk_span(b.y0, b.y1, self.tile)
+                for ix in chunk_span(b.x0, b.x1, self.tile)]
+
+    def computed_pixels(self) -> int:
+        """Pixels the sampler runs on: the sum of every window's area."""
+        return sum(t.window.area for t in self)
+
+    def overhead(self) -> float:
+        """Computed pixels / level pixels (1.0 = no halo cost)."""
+        return self.computed_pixels() / (self.height * self.width)
+
+    def coverage(self) -> np.ndarray:
+        """How many cores cover each pixel (all ones for a valid grid; for tests)."""
+        cov = np.zeros(self.level_shape, dtype=np.int32)
+        for t in self:
+            cov[t.core.slices()] += 1
+        return cov
+
+
+def grid_for_level(height: int, width: int, *, tile: int, halo: int,
+                   whole: bool = False) -> TileGrid:
+    """The grid of one level: ``whole=True`` gives a single tile (the level sampled globally).
+
+    A single-tile grid still uses ``tile`` as its chunk side in the store; only the task
+    layout differs. Its halo is 0 (the window is the level).
+    """
+    if whole:
+        return TileGrid(height, width, _even_ceil(max(height, width)), 0)
+    return TileGrid(height, width, tile, halo)
+
+
+def _even_ceil(n: int) -> int:
+    return n + (n % 2) if n > 1 else 2
