@@ -18,37 +18,49 @@ from ..config import Config, config_hash
 from ..tiling import TileGrid, grid_for_level
 
 __all__ = ["LevelTiling", "RunPlan", "make_plan", "sampler_halo", "backend_extra_halo",
-           "output_level_shapes"]
+           "level_backend", "output_level_shapes"]
 
 
-def backend_extra_halo(config: Config, blended: bool) -> int:
+def backend_extra_halo(config: Config, backend: str) -> int:
     """Extra halo (pixels) a denoiser backend needs beyond the sampler's receptive field.
 
-    Asked of the diffusion package, never hard-coded here: a backend that reads beyond one
-    patch (e.g. candidate propagation between neighbouring queries) exposes
-    ``extra_halo(backend=..., patch_size=..., steps=..., blended=..., **denoiser knobs)``
-    in ``gigapatch.diffusion.generator`` or ``gigapatch.diffusion``. Exact and fused
-    backends need none.
+    Asked of the diffusion package, never hard-coded here: the fast backend declares it
+    through ``gigapatch.diffusion.fast.fast_extra_halo(P, query_stride, steps)`` (candidate
+    propagation between neighbouring queries). Exact and fused backends need none.
     """
-    import importlib
-
-    dn, sc = config.denoiser, config.sampler
-    for modname in ("gigapatch.diffusion.generator", "gigapatch.diffusion"):
-        fn = getattr(importlib.import_module(modname), "extra_halo", None)
-        if fn is not None:
-            return int(fn(backend=dn.backend, patch_size=sc.patch_size, steps=sc.steps,
-                          blended=blended, **{k: v for k, v in asdict(dn).items()
-                                              if k != "backend"}))
-    return 0
+    if backend != "fast":
+        return 0
+    try:
+        from ..diffusion.fast import fast_extra_halo
+    except ImportError:  # a version without the fast backend
+        return 0
+    sc = config.sampler
+    return int(fast_extra_halo(sc.patch_size, config.denoiser.query_stride, sc.steps))
 
 
-def sampler_halo(config: Config, blended: bool) -> int:
+def sampler_halo(config: Config, blended: bool, backend: str = "exact") -> int:
     """Halo (even, pixels per side) one tiled level needs for its core to be exact."""
     from ..diffusion.generator import level_halo
 
     sc = config.sampler
-    halo = level_halo(sc.patch_size, sc.steps, blended) + backend_extra_halo(config, blended)
+    halo = level_halo(sc.patch_size, sc.steps, blended) + backend_extra_halo(config, backend)
     return halo + (halo % 2)
+
+
+def level_backend(config: Config, device, out_hw: tuple[int, int], ref_hw: tuple[int, int],
+                  channels: int) -> str:
+    """The denoiser backend of one level, chosen exactly as ``gigapatch.generate`` does
+    (from the WHOLE level's sizes, so tiles use the backend the whole image would)."""
+    from ..api import _backend_for
+
+    p = config.sampler.patch_size
+    try:
+        return _backend_for(config, device,
+                            queries=(out_hw[0] - p + 1) * (out_hw[1] - p + 1),
+                            entries=(ref_hw[0] - p + 1) * (ref_hw[1] - p + 1),
+                            dim=channels * p * p)
+    except TypeError:  # older signature: no per-level choice
+        return _backend_for(config, device)
 
 
 def output_level_shapes(out_hw: tuple[int, int], tiff_tile: int) -> list[tuple[int, int]]:
@@ -69,6 +81,7 @@ class LevelTiling:
     ref_hw: tuple[int, int]
     patches: int
     mode: str            # "global" (one task) | "tiled" | "resize" (retarget's level 0)
+    backend: str         # denoiser backend of the level
     halo: int            # the halo the level needs when tiled (0 for global levels)
     grid: TileGrid
 
@@ -109,7 +122,8 @@ class RunPlan:
         lines = []
         for lv in self.levels:
             h, w = lv.out_hw
-            lines.append(f"level {lv.level}: {w}x{h} {lv.mode:6s} tiles {lv.tiles:5d} "
+            lines.append(f"level {lv.level}: {w}x{h} {lv.mode:6s} {lv.backend:5s} "
+                         f"tiles {lv.tiles:5d} "
                          f"halo {lv.halo:4d} computed/output {lv.overhead:.3f}")
         return lines
 
@@ -122,7 +136,7 @@ def _tiling_mode(config: Config, force_tiled: bool | None) -> str:
 
 def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, config: Config,
               *, seed: int, ref_digest: str, tile: int | None = None,
-              force_tiled: bool | None = None) -> RunPlan:
+              force_tiled: bool | None = None, device: str = "cpu") -> RunPlan:
     """Plan the levels of a tiled run.
 
     A level is sampled globally (one task) when it fits ``tiling.global_max_pixels`` and
@@ -144,20 +158,21 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     for lp in plan_levels(ref_hw, out_hw, config):
         h, w = lp.out_hw
         blended = lp.level > 0
-        halo = sampler_halo(config, blended)
+        backend = level_backend(config, device, lp.out_hw, lp.ref_hw, channels)
+        halo = sampler_halo(config, blended, backend)
         if lp.level == 0 and config.sampler.mode == "retarget":
             kind, grid = "resize", grid_for_level(h, w, tile=tile, halo=0, whole=True)
         elif mode != "always" and h * w <= config.tiling.global_max_pixels:
             kind, grid = "global", grid_for_level(h, w, tile=tile, halo=0, whole=True)
         else:
             kind, grid = "tiled", grid_for_level(h, w, tile=tile, halo=halo)
-        levels.append(LevelTiling(lp.level, lp.out_hw, lp.ref_hw, lp.patches, kind,
+        levels.append(LevelTiling(lp.level, lp.out_hw, lp.ref_hw, lp.patches, kind, backend,
                                   halo if kind == "tiled" else 0, grid))
     out_shapes = tuple(output_level_shapes(out_hw, config.output.tiff_tile))
     key_data: dict[str, Any] = {
         "config": config_hash(config), "seed": seed, "ref": ref_digest,
         "out_hw": list(out_hw), "tile": tile, "bit_depth": config.output.bit_depth,
-        "levels": [[lv.mode, list(lv.out_hw)] for lv in levels],
+        "levels": [[lv.mode, lv.backend, list(lv.out_hw)] for lv in levels],
         "output_shapes": [list(s) for s in out_shapes],
     }
     run_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]

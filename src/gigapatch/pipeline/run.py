@@ -9,6 +9,7 @@ dask.distributed scheduler; the run store must then be on a path every worker se
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -253,8 +254,7 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
     progress : bool
         tqdm bars per level on stderr.
     """
-    from ..api import _backend_for, _to_tensor, as_config, load_reference, resolve_device, \
-        resolve_size
+    from ..api import _to_tensor, as_config, load_reference, resolve_device, resolve_size
 
     t_start = time.perf_counter()
     cfg = as_config(config)
@@ -270,7 +270,8 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
 
     ref_model = _to_tensor(ref, torch.device("cpu")).numpy()  # (C, h, w) in [-1, 1]
     plan = make_plan(ref_hw, out_hw, ref.shape[2], cfg, seed=seed,
-                     ref_digest=_digest(ref_model), tile=tile, force_tiled=tiled)
+                     ref_digest=_digest(ref_model), tile=tile, force_tiled=tiled,
+                     device=dev)
     rd = Path(run_dir).absolute() if run_dir is not None else default_run_dir(output)
     address = cluster or cfg.cluster.address
     if address is None and dev.type == "cuda":
@@ -281,8 +282,9 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
     spec = TaskSpec(
         run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
         patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta, s_min=sc.s_min,
-        mode=sc.mode, backend=_backend_for(cfg, dev), memory_budget_mb=dn.memory_budget_mb,
-        dtype=dn.dtype, bit_depth=plan.bit_depth,
+        mode=sc.mode, backends=tuple(lv.backend for lv in plan.levels),
+        memory_budget_mb=dn.memory_budget_mb, dtype=dn.dtype,
+        denoiser=tuple(dataclasses.asdict(dn).items()), bit_depth=plan.bit_depth,
         level_hw=tuple(lv.out_hw for lv in plan.levels),
         level_kind=tuple(lv.mode for lv in plan.levels),
         grids=tuple(lv.grid for lv in plan.levels))
@@ -290,6 +292,7 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
             "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
             "ref_hw": list(ref_hw), "tile": plan.tile,
             "levels": [{"level": lv.level, "out_hw": list(lv.out_hw), "mode": lv.mode,
+                        "backend": lv.backend,
                         "halo": lv.halo, "tiles": lv.tiles} for lv in plan.levels]}
     seconds: dict[str, float] = {}
     with RunLock(rd):

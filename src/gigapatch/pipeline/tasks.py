@@ -39,9 +39,10 @@ class TaskSpec:
     eta: float
     s_min: float
     mode: str                 # sampler.mode
-    backend: str
+    backends: tuple[str, ...]  # per level
     memory_budget_mb: float
     dtype: str
+    denoiser: tuple[tuple[str, Any], ...]  # the denoiser config section as items
     bit_depth: int
     level_hw: tuple[tuple[int, int], ...]
     level_kind: tuple[str, ...]
@@ -83,19 +84,39 @@ def _ref_pyramid(spec: TaskSpec, device):
 
 def level_denoiser(spec: TaskSpec, level: int, device):
     """The level's denoiser; its PatchIndex is built once per (run dir, level, device)."""
-    from ..diffusion.generator import make_denoise
-    from ..diffusion.patch_index import PatchIndex
-
     key = (spec.run_dir, level, str(device))
     with _key_lock(key):
         dn = _denoisers.get(key)
         if dn is None:
-            index = PatchIndex.from_image(_ref_pyramid(spec, device)[level], spec.patch_size)
-            dn = make_denoise(index, patch_size=spec.patch_size, rho=spec.rho,
-                              backend=spec.backend, memory_budget_mb=spec.memory_budget_mb,
-                              dtype=spec.dtype)
+            dn = _build_denoiser(spec, level, _ref_pyramid(spec, device)[level])
             _denoisers[key] = dn
     return dn
+
+
+def _build_denoiser(spec: TaskSpec, level: int, ref_level):
+    """Mirror of ``api.sample_levels``' per-level denoiser construction."""
+    from ..diffusion.generator import make_denoise
+    from ..diffusion.patch_index import PatchIndex
+
+    backend = spec.backends[level]
+    p = spec.patch_size
+    if backend != "fast":
+        index = PatchIndex.from_image(ref_level, p)
+        return make_denoise(index, patch_size=p, rho=spec.rho, backend=backend,
+                            memory_budget_mb=spec.memory_budget_mb, dtype=spec.dtype)
+    from ..diffusion.fast import FastParams
+
+    dn = dict(spec.denoiser)
+    c = ref_level.shape[0]
+    max_entries = max(1, dn["index_budget_mb"] * 2**20 // (c * p * p * 4 + 32))
+    index = PatchIndex.from_image(ref_level, p, max_entries=max_entries,
+                                  prune_tolerance=dn["prune_tolerance"])
+    fast = FastParams(candidates=dn["candidates"], broad_steps=dn["broad_below_steps"],
+                      query_stride=dn["query_stride"], probes=dn["probes"], dtype=dn["dtype"],
+                      memory_budget_mb=dn["memory_budget_mb"])
+    return make_denoise(index, patch_size=p, rho=spec.rho, backend=backend,
+                        memory_budget_mb=dn["memory_budget_mb"], dtype=dn["dtype"], fast=fast,
+                        pca_dims=dn["pca_dims"], dictionary_size=dn["dictionary_size"])
 
 
 def quantise(model: np.ndarray, bit_depth: int) -> np.ndarray:
