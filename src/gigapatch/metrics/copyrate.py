@@ -5,11 +5,17 @@ the fraction whose nearest reference window (any position, stride 1) differs by 
 2/255 in mean absolute difference. Patch methods that copy big regions score high; a good
 generator stays low. The reference itself scores 1, noise 0.
 
-Search: exact in the end. A lower bound prefilters the reference windows cheaply: the mean
-absolute difference of two windows is at least the mean absolute difference of their block
-means (triangle inequality), so block means of b x b blocks (a box filter of the reference,
-read with a dilated unfold) rule out every window whose bound is >= the threshold. The
-survivors are checked exactly, nearest bound first, stopping at the first true copy.
+Search: exact in the end, with two lower bounds as prefilters. The mean absolute difference
+(MAD) of two windows is at least the MAD of their block means (triangle inequality), and for
+values in [0, 1]. So:
+
+1. coarse: 4x4 block means of every reference window (a box filter read with a dilated
+   unfold, in bands of rows for bounded memory); the L1 distance to the query's block means
+   (cdist) bounds the MAD from below; windows whose bound is >= the threshold go;
+2. fine: 8x8 block means of the survivors, the same bound, tighter;
+3. exact MAD of the remaining windows, nearest bound first, stopping at the first copy.
+
+No window that could be a copy is ever dropped, so the decision equals a brute-force search.
 """
 
 from __future__ import annotations
@@ -31,17 +37,34 @@ from gigapatch.metrics._common import (
 __all__ = ["copy_rate"]
 
 
-def _block_features(x: torch.Tensor, window: int, block: int) -> tuple[torch.Tensor, int, int]:
-    """Block means of every window position of x (C, H, W): (L, C*g*g), nh, nw."""
-    c, h, w = x.shape
-    g = window // block
-    boxed = F.avg_pool2d(x[None], kernel_size=block, stride=1)  # (1, C, H-b+1, W-b+1)
-    cols = F.unfold(boxed, kernel_size=g, dilation=block)[0]  # (C*g*g, nh' * nw')
-    nh_all = boxed.shape[-2] - block * (g - 1)
-    nw_all = boxed.shape[-1] - block * (g - 1)
-    nh, nw = h - window + 1, w - window + 1
-    cols = cols.view(c * g * g, nh_all, nw_all)[:, :nh, :nw]
-    return cols.reshape(c * g * g, nh * nw).T.contiguous(), nh, nw
+def _box(x: torch.Tensor, block: int) -> torch.Tensor:
+    """Box filter (C, H, W) -> (C, H-b+1, W-b+1): the mean of each b x b block."""
+    return F.avg_pool2d(x[None], kernel_size=block, stride=1)[0]
+
+
+def _gather_blocks(
+    boxed: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, block: int, g: int
+) -> torch.Tensor:
+    """Block-mean features (N, C*g*g) of windows at top-left corners (ys, xs)."""
+    c, hb, wb = boxed.shape
+    off = torch.arange(g, device=boxed.device) * block
+    oy = (ys.to(boxed.device)[:, None] + off[None, :])[:, :, None]
+    ox = (xs.to(boxed.device)[:, None] + off[None, :])[:, None, :]
+    lin = (oy * wb + ox).reshape(len(ys), g * g)
+    out = boxed.reshape(c, hb * wb)[:, lin]  # (C, N, g*g)
+    return out.permute(1, 0, 2).reshape(len(ys), c * g * g)
+
+
+def _band_blocks(
+    boxed: torch.Tensor, y0: int, y1: int, nw: int, block: int, g: int
+) -> torch.Tensor:
+    """Block-mean features (L, C*g*g) of all windows with top row in [y0, y1), x < nw."""
+    c = boxed.shape[0]
+    span = boxed[:, y0 : y1 + block * (g - 1), :]
+    cols = F.unfold(span[None], kernel_size=g, dilation=block)[0]
+    nw_all = span.shape[-1] - block * (g - 1)
+    cols = cols.view(c * g * g, y1 - y0, nw_all)[:, :, :nw]
+    return cols.reshape(c * g * g, (y1 - y0) * nw).T
 
 
 def copy_rate(
@@ -76,7 +99,7 @@ def copy_rate(
     seed : int
         Seed of that subset.
     key_chunk : int
-        Reference windows compared per step in the prefilter (bounds memory).
+        Reference windows compared per step in the coarse prefilter (bounds memory).
     check_batch : int
         Candidate windows checked exactly per step.
     device : str or torch.device
@@ -104,13 +127,16 @@ def copy_rate(
     require_min_size(ts, window, name="sample", what=what)
     require_min_size(tr, window, name="reference", what=what)
     ts, tr = match_channels(ts, tr)
-    c = ts.shape[0]
-    block = max(1, window // 8)
-    g = window // block
-    coverage = (g * block) ** 2 / float(window * window)
+    bc = max(1, window // 4)  # coarse blocks: 4x4 grid
+    bf = max(1, window // 8)  # fine blocks: 8x8 grid
+    gc, gf = window // bc, window // bf
+    cov_c = (gc * bc) ** 2 / float(window * window)
+    cov_f = (gf * bf) ** 2 / float(window * window)
+    # float32 rounding of the bounds is far below this slack; keeping a few extra
+    # candidates is harmless (they are checked exactly).
+    slack = 1e-5
 
     with torch.no_grad():
-        # Query windows on the grid (optionally a seeded subset).
         h, w = ts.shape[-2:]
         gy = torch.arange(0, h - window + 1, stride)
         gx = torch.arange(0, w - window + 1, stride)
@@ -122,43 +148,48 @@ def copy_rate(
             qy, qx = qy[keep], qx[keep]
         nq = len(qy)
 
-        sfeat, s_nh, s_nw = _block_features(ts, window, block)
-        qfeat = sfeat[(qy * s_nw + qx).to(dev)]  # (nq, D)
-        rfeat, r_nh, r_nw = _block_features(tr, window, block)
-        dfeat = rfeat.shape[1]
+        qc = _gather_blocks(_box(ts, bc), qy, qx, bc, gc)  # (nq, Dc)
+        qf = _gather_blocks(_box(ts, bf), qy, qx, bf, gf)  # (nq, Df)
+        box_c, box_f = _box(tr, bc), _box(tr, bf)
+        r_nh, r_nw = tr.shape[-2] - window + 1, tr.shape[-1] - window + 1
+        band = max(1, key_chunk // r_nw)
 
-        # Prefilter: lower bound of the exact mean abs difference; keep bound < threshold.
-        cand_idx: list[list[torch.Tensor]] = [[] for _ in range(nq)]
-        cand_lb: list[list[torch.Tensor]] = [[] for _ in range(nq)]
-        for ks in range(0, rfeat.shape[0], key_chunk):
-            k = rfeat[ks : ks + key_chunk]
-            lb = torch.cdist(qfeat, k, p=1.0) * (coverage / dfeat)  # (nq, nk)
-            hit = lb < threshold
+        # 1. coarse bound: cov_c * mean |block-mean difference| <= MAD.
+        cand: list[list[torch.Tensor]] = [[] for _ in range(nq)]
+        for y0 in range(0, r_nh, band):
+            y1 = min(r_nh, y0 + band)
+            k = _band_blocks(box_c, y0, y1, r_nw, bc, gc)
+            lb = torch.cdist(qc, k.contiguous(), p=1.0) * (cov_c / qc.shape[1])
+            hit = lb < threshold + slack
             rows, cols = torch.nonzero(hit, as_tuple=True)
             if rows.numel() == 0:
                 continue
-            vals = lb[rows, cols]
-            rows_c = rows.cpu()
+            rows_c, cols = rows.cpu(), cols.cpu() + y0 * r_nw
             for i in torch.unique(rows_c).tolist():
-                m = rows_c == i
-                cand_idx[i].append(cols[m.to(cols.device)] + ks)
-                cand_lb[i].append(vals[m.to(vals.device)])
+                cand[i].append(cols[rows_c == i])
 
         copies = 0
         for i in range(nq):
-            if not cand_idx[i]:
+            if not cand[i]:
                 continue
-            idx = torch.cat(cand_idx[i])
-            order = torch.argsort(torch.cat(cand_lb[i]))
-            idx = idx[order]
-            q = extract_patches(
-                ts, window, positions=(qy[i : i + 1], qx[i : i + 1])
-            )  # (1, C*w*w)
+            idx = torch.cat(cand[i])
+            # 2. fine bound: cov_f * mean |block-mean difference| <= MAD.
+            lb = torch.cat([
+                (_gather_blocks(box_f, idx[s : s + 65536] // r_nw, idx[s : s + 65536] % r_nw, bf, gf)
+                 - qf[i]).abs().mean(dim=1) * cov_f
+                for s in range(0, len(idx), 65536)
+            ])
+            ok = (lb < threshold + slack).cpu()
+            idx, lb = idx[ok], lb.cpu()[ok]
+            if idx.numel() == 0:
+                continue
+            idx = idx[torch.argsort(lb)]
+            # 3. exact mean absolute difference, nearest bound first.
+            q = extract_patches(ts, window, positions=(qy[i : i + 1], qx[i : i + 1]))
             for s in range(0, len(idx), check_batch):
                 kk = idx[s : s + check_batch]
                 keys = extract_patches(tr, window, positions=(kk // r_nw, kk % r_nw))
-                mad = (keys - q).abs().mean(dim=1)
-                if bool((mad < threshold).any()):
+                if bool(((keys - q).abs().mean(dim=1) < threshold).any()):
                     copies += 1
                     break
     return copies / nq if nq else 0.0
