@@ -156,7 +156,7 @@ def _execute_distributed(graph, address: str, retries: int, device: str,
                          prog: TileProgress) -> None:
     from distributed import Client, as_completed
 
-    with Client(address, set_as_default=False) as client:
+    with Client(address) as client:
         resources = None
         if device.startswith("cuda"):
             info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) \

@@ -12,6 +12,10 @@ Two writers, same result layout (level 0 in the first IFD, reduced levels as Sub
   disk for one uncompressed copy of level 0.
 
 Both write ``.NAME.tmp-PID`` beside the output and rename it when complete.
+
+Viewer note: the libtiff inside the pyvips-binary wheel (libvips 8.18) has no ZSTD codec:
+it cannot write ZSTD and reads ZSTD tiles as zeros without an error. Prefer deflate (the
+default) for files meant for vips-based viewers.
 """
 
 from __future__ import annotations
@@ -113,9 +117,10 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
     with _atomic(p) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
             for r, (h, w) in enumerate(shapes):
-                kw = dict(shape=(h, w, channels), dtype=dt, tile=(tile, tile),
-                          photometric=photometric, planarconfig="contig", metadata=None,
-                          **comp)
+                kw = dict(shape=(h, w, channels) if channels > 1 else (h, w), dtype=dt,
+                          tile=(tile, tile), photometric=photometric, metadata=None, **comp)
+                if channels > 1:
+                    kw["planarconfig"] = "contig"
                 if dpi:
                     kw.update(resolution=(dpi / 2 ** r, dpi / 2 ** r), resolutionunit="INCH")
                 if r == 0:
@@ -123,7 +128,10 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
                         kw["subifds"] = len(shapes) - 1
                 else:
                     kw["subfiletype"] = 1
-                tw.write(_tiles(bands_per_level[r](), w, tile), **kw)
+                tiles = _tiles(bands_per_level[r](), w, tile)
+                if channels == 1:
+                    tiles = (t[:, :, 0] for t in tiles)
+                tw.write(tiles, **kw)
     return p
 
 
@@ -141,6 +149,9 @@ def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarr
     p = Path(os.fspath(path))
     dt = np.dtype(dtype)
     _compression_args(compression, dt)  # validates
+    if compression == "zstd":
+        raise GigapatchError("output.compression=zstd: the libvips bundled with pyvips-binary "
+                             "has no ZSTD support; use deflate, or output.writer=tifffile")
     h, w = shape
     raw = p.with_name(f".{p.name}.raw-{os.getpid()}")
     try:

@@ -1,0 +1,186 @@
+"""The tiled pipeline equals the whole-image sampler; resume, refusal, lock, distributed.
+
+Tiny runs on CPU: a 40x44 reference, P=5, T=3, eta=0.5 (so per-step noise is exercised),
+output 150x130 (3 levels), tiles of 64 and 128.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gigapatch.config import load_config
+from gigapatch.errors import GigapatchError
+
+DATA = Path(__file__).parent / "data"
+SIZE = (150, 130)
+SEED = 3
+OVERRIDES = ["sampler.patch_size=5", "sampler.steps=3", "sampler.eta=0.5"]
+
+
+@pytest.fixture(scope="module")
+def ref():
+    from gigapatch.storage import read_image
+
+    return read_image(DATA / "balloons.png")[0][:40, :44].copy()
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("default", OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def oracle(ref, cfg):
+    from gigapatch.api import generate
+
+    return generate(ref, size=SIZE, seed=SEED, config=cfg, device="cpu")
+
+
+def _run(ref, cfg, run_dir, **kw):
+    from gigapatch.pipeline import run_tiled
+
+    kw.setdefault("tile", 64)
+    return run_tiled(ref, None, size=SIZE, seed=SEED, config=cfg, device="cpu",
+                     run_dir=run_dir, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiled64(ref, cfg, tmp_path_factory):
+    from gigapatch.pipeline import read_result
+
+    d = tmp_path_factory.mktemp("t64") / "run"
+    res = _run(ref, cfg, d, tile=64, workers=1)
+    return res, read_result(d)
+
+
+@pytest.mark.parametrize("tile,workers", [(128, 2)])
+def test_tiled_equals_whole_image(ref, cfg, oracle, tiled64, tile, workers, tmp_path):
+    from gigapatch.pipeline import read_result
+
+    res64, img64 = tiled64
+    assert res64.plan.levels[-1].grid.shape == (3, 3)  # really tiled
+    assert img64.shape == oracle.shape
+    assert np.abs(img64 - oracle).max() <= 1e-4
+    res = _run(ref, cfg, tmp_path / "run", tile=tile, workers=workers)
+    assert res.tasks_computed == res.tasks_total
+    img = read_result(tmp_path / "run")
+    assert np.abs(img - oracle).max() <= 1e-4
+    # quantised output/0 is the quantised image
+    import zarr
+
+    q = zarr.open_array(str(tmp_path / "run" / "output" / "0"))[...]
+    assert np.array_equal(np.moveaxis(q, 0, -1), np.rint(np.clip(img, 0, 1) * 255))
+
+
+def test_global_coarse_levels_then_tiles(ref, oracle, tmp_path):
+    from gigapatch.pipeline import read_result
+
+    cfg = load_config("default", OVERRIDES + ["tiling.global_max_pixels=3000"])
+    res = _run(ref, cfg, tmp_path / "run", tile=64, tiled=None)
+    assert [lv.mode for lv in res.plan.levels] == ["global", "tiled", "tiled"]
+    assert np.abs(read_result(tmp_path / "run") - oracle).max() <= 1e-4
+
+
+def test_resume_after_kill_9(ref, cfg, tiled64, tmp_path):
+    from gigapatch.pipeline import read_result
+    from gigapatch.storage.runstore import RunStore
+
+    run_dir = tmp_path / "run"
+    np.save(tmp_path / "ref.npy", ref)
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from gigapatch.config import load_config
+        from gigapatch.pipeline import run_tiled
+        ref = np.load({str(tmp_path / 'ref.npy')!r})
+        cfg = load_config("default", {OVERRIDES!r})
+        run_tiled(ref, None, size={SIZE!r}, seed={SEED}, config=cfg, device="cpu",
+                  run_dir={str(run_dir)!r}, tile=64, workers=1)
+    """)
+    env = dict(os.environ, GIGAPATCH_TEST_TILE_DELAY="0.5")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.time() + 120
+        done = 0
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            try:
+                store = RunStore.open(run_dir)
+                if "run_key" not in store.attrs:
+                    continue
+                done = sum(int(store.done_mask(f"done/{k}").sum()) for k in range(3))
+            except Exception:
+                continue
+            if done >= 3:
+                break
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (run_dir / "lock").exists()  # left behind by the killed run: stale, taken over
+    res = _run(ref, cfg, run_dir, tile=64)
+    assert 0 < res.tasks_computed < res.tasks_total
+    assert not (run_dir / "lock").exists()
+    _, img64 = tiled64
+    assert np.array_equal(read_result(run_dir), img64)
+    again = _run(ref, cfg, run_dir, tile=64)
+    assert again.tasks_computed == 0
+
+
+def test_other_config_refuses(ref, cfg, tiled64, tmp_path):
+    res64, _ = tiled64
+    with pytest.raises(GigapatchError) as exc:
+        _run(ref, load_config("default", OVERRIDES + ["sampler.rho=0.3"]), res64.run_dir)
+    msg = str(exc.value)
+    assert "different run" in msg and "--run-dir" in msg and "delete" in msg
+    assert "\n" not in msg
+    with pytest.raises(GigapatchError, match="different run"):
+        from gigapatch.pipeline import run_tiled
+
+        run_tiled(ref, None, size=SIZE, seed=SEED + 1, config=cfg, device="cpu",
+                  run_dir=res64.run_dir, tile=64)
+
+
+def test_lock_refuses_live_owner_and_takes_over_dead(ref, cfg, tiled64):
+    from gigapatch.storage.runstore import RunLock
+
+    res64, _ = tiled64
+    lock = res64.run_dir / "lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f'{{"pid": {sleeper.pid}, "host": "{socket.gethostname()}", '
+                        f'"started": 0}}')
+        with pytest.raises(GigapatchError, match="in use by another run"):
+            _run(ref, cfg, res64.run_dir)
+        # another host's lock is never taken over
+        lock.write_text('{"pid": 1, "host": "elsewhere.example", "started": 0}')
+        with pytest.raises(GigapatchError, match="elsewhere.example"):
+            RunLock(res64.run_dir).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock.write_text(f'{{"pid": {sleeper.pid}, "host": "{socket.gethostname()}", '
+                    f'"started": 0}}')
+    res = _run(ref, cfg, res64.run_dir)  # dead owner: taken over; all done already
+    assert res.tasks_computed == 0 and not lock.exists()
+
+
+def test_distributed_local_cluster(ref, cfg, tiled64, tmp_path):
+    from distributed import LocalCluster
+
+    from gigapatch.pipeline import read_result
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        res = _run(ref, cfg, tmp_path / "run", tile=64, cluster=cluster.scheduler_address)
+    assert res.tasks_computed == res.tasks_total
+    _, img64 = tiled64
+    assert np.abs(read_result(tmp_path / "run") - img64).max() <= 1e-4
