@@ -138,6 +138,26 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                         "guard; default output.max_input_pixels = 400000000)")
 
 
+def _add_tiled_options(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group(
+        "tiled pipeline", "chosen by itself when the output exceeds "
+        "tiling.global_max_pixels; resumable: re-run the same command to finish a killed run")
+    t.add_argument("--tiled", action="store_true", default=None,
+                   help="use the tiled pipeline for any size")
+    t.add_argument("--tile", type=_positive_int, metavar="N",
+                   help="tile core side in pixels, a multiple of 64 (default tiling.tile)")
+    t.add_argument("--run-dir", metavar="DIR",
+                   help="run store for tiles and resume (default: OUT.gp-run/ beside OUT)")
+    t.add_argument("--cluster", metavar="ADDR",
+                   help="address of a dask.distributed scheduler (default cluster.address); "
+                        "the run dir must be on a path every worker sees")
+    t.add_argument("--format", choices=("tiff", "ome-zarr", "png"),
+                   help="output format (default from the suffix: .tif pyramidal BigTIFF, "
+                        ".ome.zarr OME-Zarr 0.5, .png)")
+    t.add_argument("--writer", choices=("tifffile", "vips"),
+                   help="pyramidal TIFF writer (default output.writer)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (the eval subcommand only when its module exists)."""
     parser = _Parser(
@@ -166,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to compute: auto (the GPU if there is one), cpu or cuda")
     g.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no notes; still prints the files written")
+    _add_tiled_options(g)
     g.set_defaults(func=_cmd_generate)
 
     i = sub.add_parser(
@@ -231,6 +252,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     bit_depth = cfg.output.bit_depth
     outputs = [numbered_path(args.output, k, args.num_samples)
                for k in range(args.num_samples)]
+    from .pipeline.run import output_format, should_tile
+
+    if should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or args.cluster)) \
+            or output_format(args.output, args.format) == "ome-zarr":
+        return _generate_tiled(args, cfg, ref, outputs)
     for out in outputs:  # before any expensive work
         check_writable(out, bit_depth=bit_depth)
     if info.had_alpha:
@@ -247,6 +273,24 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         h, w = image.shape[:2]
         print(f"wrote {out} ({w}x{h}, {_mode(image.shape[2])}, {bit_depth}-bit) "
               f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs) -> int:
+    from .pipeline import run_tiled
+
+    for k, out in enumerate(outputs):
+        seed = args.seed + k
+        if args.num_samples > 1:
+            _note(args, f"sample {k + 1}/{args.num_samples} (seed {seed})")
+        run_dir = args.run_dir if args.num_samples == 1 or args.run_dir is None \
+            else f"{args.run_dir}_{k:03d}"
+        result = run_tiled(ref, out, size=args.size, scale=args.scale, seed=seed, config=cfg,
+                           device=args.device, run_dir=run_dir, tile=args.tile,
+                           tiled=True if args.tiled else None, cluster=args.cluster,
+                           fmt=args.format, writer=args.writer, progress=not args.quiet)
+        for line in result.describe():
+            print(line, flush=True)
     return 0
 
 
