@@ -8,12 +8,44 @@ base of a pruned dictionary.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PatchIndex", "extract_patches"]
+__all__ = ["PatchIndex", "extract_patches", "gather_patches", "patch_set_bytes"]
+
+
+def patch_set_bytes(height: int, width: int, channels: int, patch_size: int) -> int:
+    """float32 bytes of the full stride-1 patch set of an image (before any merging)."""
+    p = patch_size
+    return max(0, height - p + 1) * max(0, width - p + 1) * channels * p * p * 4
+
+
+def gather_patches(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
+                   patch_size: int) -> torch.Tensor:
+    """The P x P patches with top-left corners (ys, xs), flattened like ``extract_patches``.
+
+    Parameters
+    ----------
+    image : Tensor, shape (C, H, W)
+    ys, xs : Tensor, shape (M,), int64
+
+    Returns
+    -------
+    Tensor, shape (M, C * P * P)
+    """
+    c, h, w = image.shape
+    p = patch_size
+    o = torch.arange(p, device=image.device)
+    flat = ((ys[:, None, None] + o[None, :, None]) * w
+            + (xs[:, None, None] + o[None, None, :])).reshape(-1)  # (M * P * P)
+    vals = image.reshape(c, h * w)[:, flat].reshape(c, ys.numel(), p * p)
+    return vals.permute(1, 0, 2).reshape(ys.numel(), c * p * p).contiguous()
 
 
 def extract_patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -51,6 +83,12 @@ class PatchIndex:
         |y_j|^2, cached for the logits.
     patch_size : int
     channels : int
+    positions : Tensor, shape (N, 2), int64, optional
+        (y, x) of each entry's top-left corner in the level (one representative position
+        for merged entries); lets the fast backend shift a match by one pixel.
+    position_map : Tensor, shape (hp, wp), int64, optional
+        Entry id of the patch at every top-left position of the level (merged and
+        subsampled positions map to their representative).
     """
 
     patches: torch.Tensor
@@ -58,10 +96,14 @@ class PatchIndex:
     sq_norms: torch.Tensor
     patch_size: int
     channels: int
+    positions: torch.Tensor | None = None
+    position_map: torch.Tensor | None = None
 
     @classmethod
     def from_patches(cls, patches: torch.Tensor, patch_size: int, channels: int,
-                     counts: torch.Tensor | None = None) -> "PatchIndex":
+                     counts: torch.Tensor | None = None, *,
+                     positions: torch.Tensor | None = None,
+                     position_map: torch.Tensor | None = None) -> "PatchIndex":
         """Build an index from explicit patches and optional multiplicities.
 
         Parameters
@@ -77,12 +119,14 @@ class PatchIndex:
                                      device=patches.device)
         else:
             log_counts = torch.log(counts.to(torch.float32).to(patches.device))
-        return cls(patches, log_counts, (patches * patches).sum(1), patch_size, channels)
+        return cls(patches, log_counts, (patches * patches).sum(1), patch_size, channels,
+                   positions, position_map)
 
     @classmethod
     def from_image(cls, image: torch.Tensor, patch_size: int, *,
-                   merge_duplicates: bool = True) -> "PatchIndex":
-        """Every stride-1 patch of one pyramid level.
+                   merge_duplicates: bool = True, max_entries: int | None = None,
+                   prune_tolerance: float = 0.0) -> "PatchIndex":
+        """Every stride-1 patch of one pyramid level (or a regular subsample of them).
 
         Parameters
         ----------
@@ -91,13 +135,119 @@ class PatchIndex:
         patch_size : int
         merge_duplicates : bool
             Merge bit-identical patches into one entry with its multiplicity (exact).
+        max_entries : int, optional
+            Memory bound: when the level has more patch positions, keep the positions of a
+            regular grid of step g = ceil(sqrt(positions / max_entries)), each standing for
+            the g x g positions around it (multiplicity = their number). The full patch set
+            is never materialised.
+        prune_tolerance : float
+            > 0 also merges near-duplicates (see :meth:`prune`).
         """
-        patches = extract_patches(image, patch_size)
-        if merge_duplicates:
-            uniq, counts = torch.unique(patches, dim=0, return_counts=True)
-            if uniq.shape[0] < patches.shape[0]:
-                return cls.from_patches(uniq, patch_size, image.shape[0], counts)
-        return cls.from_patches(patches, patch_size, image.shape[0])
+        c, h, w = image.shape
+        p = patch_size
+        if h < p or w < p:
+            raise ValueError(f"image {h}x{w} is smaller than the patch size {p}")
+        hp, wp = h - p + 1, w - p + 1
+        dev = image.device
+        g = 1
+        if max_entries is not None and hp * wp > max_entries:
+            g = math.ceil(math.sqrt(hp * wp / max_entries))
+        if g == 1:
+            patches = extract_patches(image, p)
+            ys = torch.arange(hp, device=dev).repeat_interleave(wp)
+            xs = torch.arange(wp, device=dev).repeat(hp)
+            counts = None
+            pos_map = torch.arange(hp * wp, device=dev).reshape(hp, wp)
+        else:
+            gy = torch.arange(0, hp, g, device=dev)
+            gx = torch.arange(0, wp, g, device=dev)
+            ys = gy.repeat_interleave(gx.numel())
+            xs = gx.repeat(gy.numel())
+            patches = gather_patches(image, ys, xs, p)
+            # each kept position stands for the positions that round to it
+            cy = torch.minimum(gy + g, torch.tensor(hp, device=dev)) - gy
+            cx = torch.minimum(gx + g, torch.tensor(wp, device=dev)) - gx
+            counts = (cy[:, None] * cx[None, :]).reshape(-1).to(torch.float32)
+            iy = torch.arange(hp, device=dev) // g
+            ix = torch.arange(wp, device=dev) // g
+            pos_map = iy[:, None] * gx.numel() + ix[None, :]
+        positions = torch.stack([ys, xs], 1)
+        index = cls.from_patches(patches, p, c, counts, positions=positions,
+                                 position_map=pos_map)
+        if merge_duplicates or prune_tolerance > 0:
+            index = index.prune(prune_tolerance)
+        return index
+
+    def prune(self, tolerance: float = 0.0) -> "PatchIndex":
+        """Merge (near-)duplicate entries into weighted representatives.
+
+        ``tolerance = 0`` merges bit-identical patches only, which leaves the posterior mean
+        unchanged (exact). ``tolerance > 0`` merges patches whose values all round to the same
+        multiple of ``2 * tolerance`` (so they differ by less than that per value); the
+        representative is the first of them and its multiplicity the sum of theirs.
+
+        Returns
+        -------
+        PatchIndex
+            ``self`` when nothing merges.
+        """
+        key = self.patches if tolerance <= 0 else torch.round(self.patches / (2 * tolerance))
+        _, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+        n_new = counts.shape[0]
+        if n_new == self.size:
+            return self
+        dev = self.patches.device
+        # first occurrence of each group: min original index per group
+        order = torch.arange(self.size, device=dev)
+        first = torch.full((n_new,), self.size, dtype=torch.long, device=dev)
+        first.scatter_reduce_(0, inverse, order, reduce="amin")
+        first, perm = torch.sort(first)  # keep the original (positional) order
+        rank = torch.empty_like(perm)
+        rank[perm] = torch.arange(n_new, device=dev)
+        new_of_old = rank[inverse]
+        mult = torch.zeros(n_new, dtype=torch.float32, device=dev)
+        mult.index_add_(0, new_of_old, self.log_counts.exp())
+        positions = None if self.positions is None else self.positions[first]
+        pos_map = None if self.position_map is None else new_of_old[self.position_map]
+        return PatchIndex.from_patches(self.patches[first], self.patch_size, self.channels,
+                                       mult, positions=positions, position_map=pos_map)
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to a directory of ``.npy`` files (memory-mappable) + meta.json."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {"patches": self.patches, "log_counts": self.log_counts,
+                  "sq_norms": self.sq_norms, "positions": self.positions,
+                  "position_map": self.position_map}
+        for name, t in arrays.items():
+            if t is not None:
+                tmp = path / f".{name}.tmp.npy"
+                np.save(tmp, t.detach().cpu().numpy())
+                tmp.replace(path / f"{name}.npy")
+        meta = {"patch_size": self.patch_size, "channels": self.channels,
+                "arrays": [k for k, v in arrays.items() if v is not None]}
+        (path / "meta.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: str | Path, *, mmap: bool = True,
+             device: torch.device | str = "cpu") -> "PatchIndex":
+        """Read an index written by :meth:`save` (memory-mapped, read-only, on the CPU)."""
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        arrs = {}
+        for name in meta["arrays"]:
+            a = np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None)
+            if mmap:
+                import warnings
+
+                with warnings.catch_warnings():  # read-only map: never written to
+                    warnings.simplefilter("ignore", UserWarning)
+                    arrs[name] = torch.from_numpy(a)
+            else:
+                arrs[name] = torch.from_numpy(np.ascontiguousarray(a))
+        idx = cls(arrs["patches"], arrs["log_counts"], arrs["sq_norms"], meta["patch_size"],
+                  meta["channels"], arrs.get("positions"), arrs.get("position_map"))
+        return idx.to(device) if torch.device(device).type != "cpu" else idx
 
     @property
     def size(self) -> int:
@@ -117,14 +267,17 @@ class PatchIndex:
     @property
     def nbytes(self) -> int:
         return sum(t.element_size() * t.numel()
-                   for t in (self.patches, self.log_counts, self.sq_norms))
+                   for t in (self.patches, self.log_counts, self.sq_norms, self.positions,
+                             self.position_map) if t is not None)
 
     def to(self, device: torch.device | str) -> "PatchIndex":
         """A copy on another device (self when already there)."""
         if self.patches.device == torch.device(device):
             return self
+        opt = [None if t is None else t.to(device)
+               for t in (self.positions, self.position_map)]
         return PatchIndex(self.patches.to(device), self.log_counts.to(device),
-                          self.sq_norms.to(device), self.patch_size, self.channels)
+                          self.sq_norms.to(device), self.patch_size, self.channels, *opt)
 
     def mean(self) -> torch.Tensor:
         """The multiplicity-weighted mean patch, shape (D,): the denoiser's output at a = 0."""
