@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from .denoiser import image_denoise, posterior_mean
+from .fast import FastParams, make_fast_denoise
 from .noise import INIT_STEP, gaussian_noise
 from .patch_index import PatchIndex
 from .pyramid import BLUR_RADIUS, UP_RADIUS, up2
@@ -27,7 +28,9 @@ Box = tuple[int, int, int, int]
 
 
 def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str = "exact",
-                 memory_budget_mb: float = 1024, dtype: str = "float32") -> Denoise:
+                 memory_budget_mb: float = 1024, dtype: str = "float32",
+                 fast: FastParams | None = None, pca_dims: int = 32,
+                 dictionary_size: int = 2048) -> Denoise:
     """The image denoiser ``denoise(x, s)`` of one level.
 
     Parameters
@@ -37,16 +40,25 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
     patch_size : int
     rho : float
         Fold window std.
-    backend : {"exact", "fused"}
+    backend : {"exact", "fused", "fast"}
     memory_budget_mb : float
     dtype : str
         Precision of the similarity search.
+    fast : FastParams, optional
+        Knobs of the fast backend (``diffusion.fast``); ``pca_dims`` and ``dictionary_size``
+        shape its per-level precomputation.
 
     Returns
     -------
     callable
-        ``denoise(x (C, H, W), s) -> x_hat (C, H, W)``.
+        ``denoise(x (C, H, W), s) -> x_hat (C, H, W)``. The fast backend's denoiser is
+        stateful and has ``bind(origin=, seed=, level=)``, which ``sample_level`` calls.
     """
+    if backend == "fast":
+        params = fast or FastParams(dtype=dtype, memory_budget_mb=memory_budget_mb)
+        return make_fast_denoise(index, patch_size=patch_size, rho=rho, params=params,
+                                 pca_dims=pca_dims, dictionary_size=dictionary_size)
+
     def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
         a = signal_scale(s)
 
@@ -165,6 +177,9 @@ def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level:
     Tensor, shape (C, y1 - y0, x1 - x0), float32
         The level's clean estimate on the window (exact in the core, see ``level_halo``).
     """
+    bind = getattr(denoise, "bind", None)
+    if bind is not None:  # stateful denoisers (fast backend) key their randomness globally
+        denoise = bind(origin=(box[0], box[1]), seed=seed, level=level)
     x_init = gaussian_noise(seed, level, INIT_STEP, box, channels, device=device)
 
     def noise(i: int) -> torch.Tensor:
