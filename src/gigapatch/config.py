@@ -81,6 +81,8 @@ class DenoiserConfig:
     broad_below_steps: int = 3
     prune_tolerance: float = 0.0
     query_stride: int = 1
+    probes: int = 4
+    index_budget_mb: int = 2048
 
     def validate(self) -> None:
         _check(self.memory_budget_mb >= 16, "denoiser.memory_budget_mb", self.memory_budget_mb,
@@ -95,6 +97,9 @@ class DenoiserConfig:
                "a number >= 0")
         _check(self.query_stride >= 1, "denoiser.query_stride", self.query_stride,
                "an integer >= 1")
+        _check(self.probes >= 0, "denoiser.probes", self.probes, "an integer >= 0")
+        _check(self.index_budget_mb >= 16, "denoiser.index_budget_mb", self.index_budget_mb,
+               "an integer >= 16 (megabytes)")
 
 
 @dataclass(frozen=True)
