@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config, load_config
+from .diffusion.fast import FastParams, choose_backend
 from .diffusion.generator import make_denoise, sample_level, upsample_to_box
 from .diffusion.levels import LevelShape, auto_level_count, plan_level_shapes
-from .diffusion.patch_index import PatchIndex
+from .diffusion.patch_index import PatchIndex, patch_set_bytes
 from .diffusion.pyramid import gaussian_pyramid
 from .diffusion.schedules import flow_linear
 from .errors import GigapatchError
@@ -164,14 +165,28 @@ def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
                          align_corners=False)[0]
 
 
-def _backend_for(config: Config, device: torch.device) -> str:
+def _backend_for(config: Config, device: torch.device, *, queries: int = 0, entries: int = 0,
+                 dim: int = 0) -> str:
+    """The backend of one level: the config's, or for ``auto`` the cheapest that is exact
+    enough (exact / fused while one exact step is cheap, else fast; see
+    ``diffusion.fast.choose_backend``)."""
     backend = config.denoiser.backend
     if backend == "auto":
-        return "fused" if device.type == "cuda" else "exact"
-    if backend == "fast":
-        raise GigapatchError("denoiser.backend=fast is not available in this version; "
-                             "use exact, fused or auto")
+        return choose_backend(queries, entries, dim, device)
     return backend
+
+
+def _check_index_fits(backend: str, ref_hw: tuple[int, int], channels: int, config: Config,
+                      level: int) -> None:
+    need = patch_set_bytes(ref_hw[0], ref_hw[1], channels, config.sampler.patch_size)
+    budget = config.denoiser.index_budget_mb * 2**20
+    if backend in ("exact", "fused") and need > budget:
+        raise GigapatchError(
+            f"level {level} of the reference ({ref_hw[1]}x{ref_hw[0]}) has "
+            f"{need / 2**30:.1f} GiB of patches, more than denoiser.index_budget_mb="
+            f"{config.denoiser.index_budget_mb}; the {backend} backend needs them all. Use "
+            "--set denoiser.backend=fast (or auto), which subsamples the index to the budget, "
+            "or a smaller reference")
 
 
 def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
@@ -267,11 +282,23 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
                 if bar is not None:
                     bar.update(sc.steps)
                 continue
-            backend = backends[lp.level] if backends is not None else _backend_for(cfg, dev)
-            index = PatchIndex.from_image(ref_pyr[lp.level], sc.patch_size)
-            denoise = make_denoise(index, patch_size=sc.patch_size, rho=sc.rho,
+            p = sc.patch_size
+            n_pos = (lp.ref_hw[0] - p + 1) * (lp.ref_hw[1] - p + 1)
+            n_q = (h - p + 1) * (w - p + 1)
+            backend = backends[lp.level] if backends is not None else _backend_for(
+                cfg, dev, queries=n_q, entries=n_pos, dim=channels * p * p)
+            _check_index_fits(backend, lp.ref_hw, channels, cfg, lp.level)
+            max_entries = max(1, dn.index_budget_mb * 2**20 // (channels * p * p * 4 + 32))
+            index = PatchIndex.from_image(ref_pyr[lp.level], p,
+                                          max_entries=max_entries if backend == "fast" else None,
+                                          prune_tolerance=dn.prune_tolerance)
+            fast = FastParams(candidates=dn.candidates, broad_steps=dn.broad_below_steps,
+                              query_stride=dn.query_stride, probes=dn.probes, dtype=dn.dtype,
+                              memory_budget_mb=dn.memory_budget_mb)
+            denoise = make_denoise(index, patch_size=p, rho=sc.rho,
                                    backend=backend, memory_budget_mb=dn.memory_budget_mb,
-                                   dtype=dn.dtype)
+                                   dtype=dn.dtype, fast=fast, pca_dims=dn.pca_dims,
+                                   dictionary_size=dn.dictionary_size)
             coarse_up = None if coarse is None else upsample_to_box(coarse, (0, 0), box)
             if bar is not None:
                 bar.set_description(f"level {lp.level + 1}/{len(plan)} ({w}x{h})")
