@@ -85,6 +85,9 @@ def _ref_pyramid(spec: TaskSpec, device):
 def level_denoiser(spec: TaskSpec, level: int, device):
     """The level's denoiser; its PatchIndex is built once per (run dir, level, device)."""
     key = (spec.run_dir, level, str(device))
+    if spec.backends[level] == "fast":
+        # the fast denoiser keeps per-window state (bind): one per worker thread
+        key += (threading.get_ident(),)
     with _key_lock(key):
         dn = _denoisers.get(key)
         if dn is None:
