@@ -129,30 +129,28 @@ def choose_backend(n_queries: int, n_entries: int, dim: int, device: torch.devic
 
 # --------------------------------------------------------------------------- level build
 
-def _pca(patches: torch.Tensor, dims: int, max_rows: int = 4096) -> tuple[torch.Tensor,
+def _pca(patches: torch.Tensor, dims: int, max_rows: int = 2048) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:
     """Mean and top ``dims`` principal directions of (a regular subsample of) the patches.
 
-    Subspace iteration on the covariance (a few GEMMs, deterministic start), then an exact
-    eigendecomposition of the small projected matrix: far cheaper than a full ``eigh``.
+    Subspace iteration on the centred data (a few thin GEMMs, deterministic start), then
+    an exact eigendecomposition of the small projected covariance: far cheaper than
+    forming the D x D covariance and a full ``eigh``.
     """
     n, d = patches.shape
     step = max(1, n // max_rows)
-    sub = patches[::step].to(torch.float64)
+    sub = patches[::step].to(torch.float32)
     mean = sub.mean(0)
     cen = sub - mean
-    cov = cen.T @ cen / max(1, cen.shape[0] - 1)
-    if dims >= d:
-        _, vecs = torch.linalg.eigh(cov)
-        return mean.to(torch.float32), vecs.flip(1).to(torch.float32).contiguous()
-    r = min(d, dims + 16)
+    r = min(d, dims + 8, cen.shape[0])
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn((d, r), generator=gen, dtype=torch.float64).to(cov.device)
-    for _ in range(6):
-        q, _ = torch.linalg.qr(cov @ q)
-    vals, vecs = torch.linalg.eigh(q.T @ cov @ q)
-    basis = (q @ vecs.flip(1))[:, :dims]
-    return mean.to(torch.float32), basis.to(torch.float32).contiguous()
+    q = torch.randn((d, r), generator=gen).to(cen.device)
+    for _ in range(4):
+        q, _ = torch.linalg.qr(cen.T @ (cen @ q))
+    small = (cen @ q).to(torch.float64)
+    _, vecs = torch.linalg.eigh(small.T @ small)
+    basis = (q.to(torch.float64) @ vecs.flip(1))[:, :min(dims, r)]
+    return mean, basis.to(torch.float32).contiguous()
 
 
 def _nearest(q: torch.Tensor, keys: torch.Tensor, keys_sq: torch.Tensor, k: int,
@@ -255,19 +253,26 @@ def grid_unfold(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, p: int)
     return vals.permute(1, 0, 2).reshape(q, c * p * p).contiguous()
 
 
+def _fold_into(num: torch.Tensor, den: torch.Tensor, patches: torch.Tensor,
+               rows: torch.Tensor, cols: torch.Tensor, p: int, win: torch.Tensor,
+               width: int) -> None:
+    q = patches.shape[0]
+    c = patches.shape[1] // (p * p)
+    idx = _grid_index(rows, cols, p, width)
+    wv = win.reshape(1, 1, p * p)
+    vals = (patches.reshape(q, c, p * p) * wv).permute(1, 0, 2).reshape(c, q * p * p)
+    num.index_add_(1, idx, vals)
+    den.index_add_(0, idx, wv.reshape(p * p).repeat(q))
+
+
 def grid_fold(patches: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, p: int,
               win: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """Window-weighted average of patches placed at the grid: the image (C, H, W)."""
     h, w = hw
-    q = patches.shape[0]
     c = patches.shape[1] // (p * p)
-    idx = _grid_index(rows, cols, p, w)
-    wv = win.reshape(1, 1, p * p)
-    vals = (patches.reshape(q, c, p * p) * wv).permute(1, 0, 2).reshape(c, q * p * p)
     num = torch.zeros((c, h * w), dtype=torch.float32, device=patches.device)
-    num.index_add_(1, idx, vals)
     den = torch.zeros((h * w,), dtype=torch.float32, device=patches.device)
-    den.index_add_(0, idx, wv.reshape(p * p).repeat(q))
+    _fold_into(num, den, patches, rows, cols, p, win, w)
     return (num / den.clamp_min(1e-30)).reshape(c, h, w)
 
 
@@ -314,88 +319,110 @@ class FastDenoiser:
         p = self.patch_size
         c, h, w = x.shape
         a = signal_scale(s)
-        broad = step < self.params.broad_steps
-        g = self.params.query_stride
+        lv = self.level
+        prm = self.params
+        broad = step < prm.broad_steps
+        g = prm.query_stride
         if broad or a == 0.0:
-            g = max(g, self.params.broad_stride)
+            g = max(g, prm.broad_stride)
         rows = query_positions(self.origin[0], h, p, g).to(x.device)
         cols = query_positions(self.origin[1], w, p, g).to(x.device)
+        nr, nc = rows.numel(), cols.numel()
         win = fold_window(p, self.rho, device=x.device)
-        lv = self.level
-        if a == 0.0:
-            mean = lv.index.mean()
-            out = mean.expand(rows.numel() * cols.numel(), -1)
-        else:
-            xq = grid_unfold(x.to(torch.float32), rows, cols, p)
-            if broad or lv.index.size <= self.params.candidates:
-                dic = lv.dictionary if broad else lv.index
-                out = posterior_mean_exact(xq, dic, a, s,
-                                           memory_budget_mb=self.params.memory_budget_mb,
-                                           dtype=self.params.dtype)
+        x = x.to(torch.float32)
+        dim = lv.index.dim
+        budget = int(prm.memory_budget_mb * 2**20)
+        # query rows per band: unfolded queries, outputs and the fold's indices
+        band = max(1, min(nr, budget // max(1, nc * (dim * 4 * 3 + p * p * 16))))
+        num = torch.zeros((c, h * w), dtype=torch.float32, device=x.device)
+        den = torch.zeros((h * w,), dtype=torch.float32, device=x.device)
+        late = not (a == 0.0 or broad or lv.index.size <= prm.candidates)
+        cand = self._search(x, a, step, rows, cols, band, budget) if late else None
+        for r0 in range(0, nr, band):
+            rb = rows[r0:r0 + band]
+            if a == 0.0:
+                out = lv.index.mean().expand(rb.numel() * nc, -1)
             else:
-                out = self._candidate_step(xq, a, s, step, rows, cols)
-        return grid_fold(out, rows, cols, p, win, (h, w))
+                xq = grid_unfold(x, rb, cols, p)
+                if not late:
+                    dic = lv.dictionary if broad else lv.index
+                    out = posterior_mean_exact(xq, dic, a, s, memory_budget_mb=prm.memory_budget_mb,
+                                               dtype=prm.dtype)
+                else:
+                    out = self._weights(xq, cand[r0 * nc:(r0 + rb.numel()) * nc], a, s, budget)
+            _fold_into(num, den, out, rb, cols, p, win, w)
+        if late:
+            self._cand = cand
+        return (num / den.clamp_min(1e-30)).reshape(c, h, w)
 
     # -- candidates ------------------------------------------------------------------
-    def _probes(self, step: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def _probes(self, step: int, qid: torch.Tensor, rows: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+        """``probes`` random entries per query, keyed by (seed, level, step, global y, x)."""
         n = self.level.index.size
-        gy = (rows + self.origin[0]).to(torch.int64)
-        gx = (cols + self.origin[1]).to(torch.int64)
-        counter = ((gy[:, None] << 32) + gx[None, :]).reshape(-1)
+        nc = cols.numel()
+        gy = rows[qid // nc].to(torch.int64) + self.origin[0]
+        gx = cols[qid % nc].to(torch.int64) + self.origin[1]
+        counter = (gy << 32) + gx
         outs = []
         for j in range(self.params.probes):
             key = stream_key(self.seed, self.level_id, step, 1_000_003 + j)
-            hsh = _mix(counter ^ key)
-            outs.append(_srl(hsh, 11) % n)
+            outs.append(_srl(_mix(counter ^ key), 11) % n)
         return torch.stack(outs, 1) if outs else counter.new_empty((counter.numel(), 0))
 
-    def _propagate(self, prev: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) \
-            -> torch.Tensor:
-        """The four grid neighbours' candidates shifted onto each query: (Q, 4k)."""
+    def _propagate(self, prev: torch.Tensor, qid: torch.Tensor, rows: torch.Tensor,
+                   cols: torch.Tensor) -> torch.Tensor:
+        """The four grid neighbours' candidates shifted onto queries ``qid``: (q, 4k)."""
         idx = self.level.index
         nr, nc, k = rows.numel(), cols.numel(), prev.shape[1]
         hp, wp = idx.position_map.shape
-        i = torch.arange(nr, device=prev.device)
-        j = torch.arange(nc, device=prev.device)
-        ii = torch.stack([(i - 1).clamp_min(0), (i + 1).clamp_max(nr - 1), i, i])  # (4, nr)
-        jj = torch.stack([j, j, (j - 1).clamp_min(0), (j + 1).clamp_max(nc - 1)])  # (4, nc)
-        flat = (ii[:, :, None] * nc + jj[:, None, :]).reshape(4, nr * nc)
-        nb = prev[flat]  # (4, Q, k): each neighbour's candidates
-        dy = (rows[None, :] - rows[ii])[:, :, None].expand(4, nr, nc).reshape(4, -1, 1)
-        dx = (cols[None, :] - cols[jj])[:, None, :].expand(4, nr, nc).reshape(4, -1, 1)
-        pos = idx.positions[nb]  # (4, Q, k, 2)
+        i, j = qid // nc, qid % nc
+        ii = torch.stack([(i - 1).clamp_min(0), (i + 1).clamp_max(nr - 1), i, i])  # (4, q)
+        jj = torch.stack([j, j, (j - 1).clamp_min(0), (j + 1).clamp_max(nc - 1)])
+        nb = prev[ii * nc + jj]  # (4, q, k): each neighbour's candidates
+        dy = (rows[i][None, :] - rows[ii])[..., None]
+        dx = (cols[j][None, :] - cols[jj])[..., None]
+        pos = idx.positions[nb]  # (4, q, k, 2)
         py = pos[..., 0] + dy
         px = pos[..., 1] + dx
         ok = (py >= 0) & (py < hp) & (px >= 0) & (px < wp)
         shifted = idx.position_map.reshape(-1)[py.clamp(0, hp - 1) * wp + px.clamp(0, wp - 1)]
-        out = torch.where(ok, shifted, nb)  # (4, Q, k)
-        return out.permute(1, 0, 2).reshape(nr * nc, 4 * k)
+        out = torch.where(ok, shifted, nb)  # (4, q, k)
+        return out.permute(1, 0, 2).reshape(qid.numel(), 4 * k)
 
-    def _candidate_step(self, xq: torch.Tensor, a: float, s: float, step: int,
-                        rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def _search(self, x: torch.Tensor, a: float, step: int, rows: torch.Tensor,
+                cols: torch.Tensor, band: int, budget: int) -> torch.Tensor:
+        """Each query's candidates (Q, k) for this step (reduced-space search)."""
         lv = self.level
         idx = lv.index
+        p = self.patch_size
         k = min(self.params.candidates, idx.size)
-        budget = int(self.params.memory_budget_mb * 2**20)
-        z = (xq / a - lv.mean) @ lv.basis  # (Q, d): the query as an estimate of y
-        if self._cand is None:
+        nr, nc = rows.numel(), cols.numel()
+        zs = []
+        for r0 in range(0, nr, band):  # the queries as estimates of y, in the reduced space
+            xq = grid_unfold(x, rows[r0:r0 + band], cols, p)
+            zs.append((xq / a - lv.mean) @ lv.basis)
+        z = torch.cat(zs, 0)
+        del zs
+        prev = self._cand
+        if prev is None:
             if self.params.init == "exhaustive" or lv.dict_ids.numel() >= idx.size:
                 cand, _ = _nearest(z, lv.proj, lv.proj_sq, k, budget)
-            else:
-                # nearest representatives, then one round of propagation and probes
-                d_ids = lv.dict_ids
-                near, _ = _nearest(z, lv.proj[d_ids], lv.proj_sq[d_ids], k, budget)
-                start = d_ids[near]
-                union = torch.cat([start, self._propagate(start, rows, cols),
-                                   self._probes(step, rows, cols)], 1)
-                cand = self._rerank(z, union, k, budget)
-        else:
-            union = torch.cat([self._cand, self._propagate(self._cand, rows, cols),
-                               self._probes(step, rows, cols)], 1)
-            cand = self._rerank(z, union, k, budget)
-        out, cand = self._weights(xq, cand, a, s, budget)
-        self._cand = cand
-        return out
+                return cand
+            # nearest representatives, then one round of propagation and probes
+            d_ids = lv.dict_ids
+            near, _ = _nearest(z, lv.proj[d_ids], lv.proj_sq[d_ids], k, budget)
+            prev = d_ids[near]
+        q = nr * nc
+        u = 5 * prev.shape[1] + self.params.probes
+        chunk = max(1, min(q, budget // max(1, u * (lv.proj.shape[1] + 8) * 4 * 2)))
+        cand = torch.empty((q, k), dtype=torch.long, device=x.device)
+        for q0 in range(0, q, chunk):
+            qid = torch.arange(q0, min(q, q0 + chunk), device=x.device)
+            union = torch.cat([prev[qid], self._propagate(prev, qid, rows, cols),
+                               self._probes(step, qid, rows, cols)], 1)
+            cand[q0:q0 + qid.numel()] = self._rerank(z[qid], union, k, budget)
+        return cand
 
     def _rerank(self, z: torch.Tensor, union: torch.Tensor, k: int, budget: int) \
             -> torch.Tensor:
@@ -419,7 +446,7 @@ class FastDenoiser:
         return out
 
     def _weights(self, xq: torch.Tensor, cand: torch.Tensor, a: float, s: float,
-                 budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 budget: int) -> torch.Tensor:
         """Exact Gaussian weights over each row's candidates, full dimension, float32."""
         idx = self.level.index
         q, k = cand.shape
@@ -440,8 +467,7 @@ class FastDenoiser:
             logits = logits.masked_fill(dup, -math.inf)
             wts = torch.softmax(logits, 1)
             out[r0:r0 + rows] = torch.bmm(wts[:, None, :], y)[:, 0]
-            cand[r0:r0 + rows] = sc
-        return out, cand
+        return out
 
 
 def make_fast_denoise(index: PatchIndex, *, patch_size: int, rho: float,
