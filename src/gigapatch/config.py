@@ -72,15 +72,15 @@ class SamplerConfig:
 class DenoiserConfig:
     """How the closed-form denoiser is computed."""
 
-    backend: Literal["auto", "exact", "fused", "fast"] = "exact"
+    backend: Literal["auto", "exact", "fused", "fast"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     memory_budget_mb: int = 1024
-    candidates: int = 16
+    candidates: int = 8
     pca_dims: int = 32
     dictionary_size: int = 2048
     broad_below_steps: int = 3
     prune_tolerance: float = 0.0
-    query_stride: int = 1
+    query_stride: int = 2
     probes: int = 4
     index_budget_mb: int = 2048
 
