@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--preset", default=None, help="config preset for the fast runs")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="override for the fast runs, section.key=value (repeatable)")
-    ap.add_argument("--backend", default="fast", help="backend of the compared runs")
+    ap.add_argument("--backend", default="auto",
+                    help="backend of the compared runs (auto: the preset's per-level choice)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
         ex_s, fa_s, ps, tf, te = [], [], [], [], []
         for seed in args.seeds:
             ex, t_ex = exact_cached(name, ref, base, seed, dev, args.scale)
-            fa, t_fa = run_levels(ref, cfg, seed, dev, backends=[args.backend] * 64)
+            fa, t_fa = run_levels(ref, cfg, seed, dev,
+                                  backends=None if args.backend == "auto" else [args.backend] * 64)
             ex_s.append(ex[-1])
             fa_s.append(fa[-1])
             ps.append([psnr(a, b) for a, b in zip(fa, ex)])
