@@ -265,6 +265,16 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
     sigmas = flow_linear(sc.steps, sc.s_min)
     dn = cfg.denoiser
     outs: list[torch.Tensor] = []
+    level_backends = []
+    for lp in plan:  # choose and check every level first: refuse before any work
+        p = sc.patch_size
+        n_pos = (lp.ref_hw[0] - p + 1) * (lp.ref_hw[1] - p + 1)
+        n_q = (lp.out_hw[0] - p + 1) * (lp.out_hw[1] - p + 1)
+        b = backends[lp.level] if backends is not None else _backend_for(
+            cfg, dev, queries=n_q, entries=n_pos, dim=channels * p * p)
+        if not (lp.level == 0 and sc.mode == "retarget"):
+            _check_index_fits(b, lp.ref_hw, channels, cfg, lp.level)
+        level_backends.append(b)
 
     bar = None
     if progress:
@@ -283,11 +293,7 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
                     bar.update(sc.steps)
                 continue
             p = sc.patch_size
-            n_pos = (lp.ref_hw[0] - p + 1) * (lp.ref_hw[1] - p + 1)
-            n_q = (h - p + 1) * (w - p + 1)
-            backend = backends[lp.level] if backends is not None else _backend_for(
-                cfg, dev, queries=n_q, entries=n_pos, dim=channels * p * p)
-            _check_index_fits(backend, lp.ref_hw, channels, cfg, lp.level)
+            backend = level_backends[lp.level]
             max_entries = max(1, dn.index_budget_mb * 2**20 // (channels * p * p * 4 + 32))
             index = PatchIndex.from_image(ref_pyr[lp.level], p,
                                           max_entries=max_entries if backend == "fast" else None,
