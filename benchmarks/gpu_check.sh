@@ -5,10 +5,12 @@
 #
 # Installs the project's other needs from the wheels in .whl/ beside the repo root (if the
 # folder exists), then runs, each step under `timeout` (worst case about 6.5 minutes):
-#   1. pytest -m gpu                       -> OUT_DIR/pytest_gpu.log        (90 s)
-#   2. bench_generate 186x248 exact vs fast -> OUT_DIR/bench_small.json      (60 s)
-#   3. bench_generate 1024^2, 4096^2 fast   -> OUT_DIR/bench_large.json     (120 s)
-#   4. bench_fidelity, 10 refs, full size   -> OUT_DIR/fidelity_gpu.json    (120 s)
+#   1. pytest -m gpu (every test file)      -> OUT_DIR/pytest_gpu.log        (75 s)
+#   2. bench_generate 186x248 exact vs fast -> OUT_DIR/bench_small.json      (50 s)
+#   3. bench_generate 1024^2, 4096^2 fast   -> OUT_DIR/bench_large.json      (90 s)
+#   4. bench_fidelity, 10 refs, full size   -> OUT_DIR/fidelity_gpu.json    (100 s)
+#   5. bench_tiled 8192^2 (pipeline smoke)  -> OUT_DIR/tiled_gpu.json        (60 s)
+# References come from $GIGAPATCH_DATA (default ../shared/data beside the repo).
 # Targets (issue 4): 1024^2 <= 1 s, 4096^2 <= 15 s, seconds_per_mpixel about constant.
 # A step that fails or times out is recorded in OUT_DIR/status.txt; the others still run.
 set -u
@@ -37,13 +39,15 @@ step() {  # step NAME SECONDS CMD...
 }
 
 GPU_SET=(--set denoiser.memory_budget_mb=8192 --set denoiser.index_budget_mb=16384)
-step pytest_gpu 90 python -m pytest -q -m gpu tests/test_fast.py -p no:cacheprovider \
+step pytest_gpu 75 python -m pytest -q -m gpu -p no:cacheprovider \
   > "$OUT/pytest_gpu.log" 2>&1
-step bench_small 60 python benchmarks/bench_generate.py --device cuda --backends exact fast \
+step bench_small 50 python benchmarks/bench_generate.py --device cuda --backends exact fast \
   --repeats 3 "${GPU_SET[@]}" --out "$OUT/bench_small.json" > /dev/null 2> "$OUT/bench_small.log"
-step bench_large 120 python benchmarks/bench_generate.py --device cuda --backends fast \
+step bench_large 90 python benchmarks/bench_generate.py --device cuda --backends fast \
   --sizes 1024x1024 2048x2048 4096x4096 --repeats 2 "${GPU_SET[@]}" \
   --out "$OUT/bench_large.json" > /dev/null 2> "$OUT/bench_large.log"
-step fidelity 120 python benchmarks/bench_fidelity.py --device cuda --scale 1.0 --seeds 0 1 \
+step fidelity 100 python benchmarks/bench_fidelity.py --device cuda --scale 1.0 --seeds 0 1 \
   "${GPU_SET[@]}" --out "$OUT/fidelity_gpu.json" > /dev/null 2> "$OUT/fidelity_gpu.log"
+step tiled 60 python benchmarks/bench_tiled.py --device cuda --size 8192x8192 \
+  --json "$OUT/tiled_gpu.json" > "$OUT/tiled_gpu.log" 2>&1
 cat "$OUT/status.txt"

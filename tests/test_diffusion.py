@@ -309,3 +309,38 @@ def test_sample_of_a_real_reference_beats_blur_and_noise():
     assert fd["sample"] < 0.5 * fd["blurred"] and fd["sample"] < 0.05 * fd["noise"]
     # and it is a new image, not a copy of the reference
     assert np.abs(sample - ref).mean() > 0.05
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("s", [0.9, 0.5, 0.2])
+def test_fused_on_cuda_equals_exact_on_cpu(s):
+    base = _rand(300, 3 * 15 * 15, seed=20)
+    idx = PatchIndex.from_patches(base, 15, 3)
+    x = _rand(500, idx.dim, seed=21)
+    want = posterior_mean_exact(x, idx, 1 - s, s)
+    got = posterior_mean_fused(x.cuda(), idx.to("cuda"), 1 - s, s).cpu()
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    got_exact = posterior_mean_exact(x.cuda(), idx.to("cuda"), 1 - s, s).cpu()
+    torch.testing.assert_close(got_exact, want, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_noise_on_cuda_equals_cpu():
+    cpu = gaussian_noise(3, 1, 2, (5, 7, 69, 90), 3)
+    gpu = gaussian_noise(3, 1, 2, (5, 7, 69, 90), 3, device="cuda").cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_generate_on_cuda_matches_cpu():
+    ref = np.random.default_rng(3).random((24, 28, 3)).astype(np.float32)
+    cfg = load_config(overrides=TINY + ["denoiser.backend=exact", "sampler.eta=1"])
+    a = gigapatch.generate(ref, seed=4, config=cfg, device="cpu")
+    b = gigapatch.generate(ref, seed=4, config=cfg, device="cuda")
+    assert np.abs(a - b).max() < 1e-3
