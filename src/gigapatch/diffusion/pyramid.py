@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "down2",
@@ -56,18 +55,38 @@ UP_RADIUS = 2
 BLUR_RADIUS = 2 * (UP_RADIUS + 1) + DOWN_RADIUS
 
 
+def _pad_axis(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
+    """Replicate ``before``/``after`` edge values along ``dim``."""
+    n = x.shape[dim]
+    parts = []
+    if before:
+        parts.append(x.narrow(dim, 0, 1).expand(*[before if d == dim else -1
+                                                 for d in range(x.dim())]))
+    parts.append(x)
+    if after:
+        parts.append(x.narrow(dim, n - 1, 1).expand(*[after if d == dim else -1
+                                                     for d in range(x.dim())]))
+    return torch.cat(parts, dim) if len(parts) > 1 else x
+
+
 def _filter_axis(x: torch.Tensor, taps: list[float], pad: tuple[int, int], stride: int,
                  dim: int) -> torch.Tensor:
-    """Replicate-pad one spatial axis of ``x`` (N, C, H, W) and correlate with ``taps``."""
-    n, c, h, w = x.shape
-    k = torch.tensor(taps, dtype=x.dtype, device=x.device)
-    if dim == 2:
-        xp = F.pad(x, (0, 0, pad[0], pad[1]), mode="replicate")
-        weight = k.view(1, 1, -1, 1).expand(c, 1, len(taps), 1)
-        return F.conv2d(xp, weight, stride=(stride, 1), groups=c)
-    xp = F.pad(x, (pad[0], pad[1], 0, 0), mode="replicate")
-    weight = k.view(1, 1, 1, -1).expand(c, 1, 1, len(taps))
-    return F.conv2d(xp, weight, stride=(1, stride), groups=c)
+    """Replicate-pad one axis of ``x`` and correlate it with ``taps`` at ``stride``.
+
+    A sum of strided slices: on the CPU several times faster than a depthwise conv2d with
+    a 1-D kernel, and the same arithmetic on every device.
+    """
+    xp = _pad_axis(x, pad[0], pad[1], dim)
+    n_out = (xp.shape[dim] - len(taps)) // stride + 1
+    out = None
+    for k, w in enumerate(taps):
+        sl = xp.narrow(dim, k, (n_out - 1) * stride + 1)
+        if stride > 1:
+            idx = [slice(None)] * xp.dim()
+            idx[dim] = slice(None, None, stride)
+            sl = sl[tuple(idx)]
+        out = sl * w if out is None else out.add_(sl, alpha=w)
+    return out
 
 
 def _as4d(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
