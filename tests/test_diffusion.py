@@ -77,6 +77,35 @@ def test_small_noise_returns_nearest_patch(index):
     torch.testing.assert_close(got, index.patches[nearest])
 
 
+def test_weighted_sum_gather_equals_dense_and_stays_small(monkeypatch):
+    # the underflow gather gives the dense product; with few keys whose weights all
+    # survive it must not gather (nnz, D) rows (n times the result: 3 GB on a 2048^2
+    # coarse level of 16 patches)
+    from gigapatch.diffusion import denoiser as dmod
+
+    vals = _rand(200, 75, seed=5)
+    g = torch.Generator().manual_seed(6)
+    w = torch.rand(1000, 200, generator=g)
+    w[w < 0.995] = 0.0  # about one weight in 200 kept per row: the gather path
+    torch.testing.assert_close(dmod._weighted_sum(w, vals), w @ vals, atol=1e-6, rtol=1e-5)
+    seen = []
+    real_index_add = torch.Tensor.index_add_
+
+    def spy(out, dim, rows, contrib):
+        seen.append(contrib.shape[0])
+        return real_index_add(out, dim, rows, contrib)
+
+    monkeypatch.setattr(torch.Tensor, "index_add_", spy)
+    dense = torch.rand(1000, 16, generator=g) + 0.1  # 16 keys, every weight kept
+    torch.testing.assert_close(dmod._weighted_sum(dense, vals[:16]), dense @ vals[:16])
+    assert seen == []  # dense GEMM, no gather
+    few = torch.zeros(1000, 200)
+    few[torch.arange(1000), torch.arange(1000) % 200] = 1.0
+    few[::2, 7] = 0.5  # 1.5 weights per row
+    torch.testing.assert_close(dmod._weighted_sum(few, vals), few @ vals)
+    assert seen and max(seen) <= 1000 + 200  # gathered in blocks of about m rows
+
+
 def test_multiplicity_merge_equals_duplicated_set():
     base = _rand(10, 12, seed=5)
     counts = torch.tensor([1, 3, 1, 2, 1, 1, 4, 1, 1, 2])

@@ -126,16 +126,24 @@ def _weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape (M, D)
     """
+    if weights.device.type != "cpu":
+        return weights @ values
     mask = weights > _NEGLIGIBLE
     nnz = int(mask.sum())
     m, n = weights.shape
-    # the gather pays off (and stays small) only when a row keeps a handful of weights
-    if nnz > 16 * m or weights.device.type != "cpu":
+    # the gather pays off only when a row keeps a handful of weights AND most weights
+    # underflow: with few keys (a coarse level's 16 patches) every weight may survive,
+    # and the gathered rows (nnz, D) would be n times the dense result
+    if nnz > 16 * m or 8 * nnz > m * n:
         return weights @ values
-    rows, cols = mask.nonzero(as_tuple=True)
-    contrib = values[cols] * weights[rows, cols, None]
     out = torch.zeros((m, values.shape[1]), dtype=values.dtype, device=values.device)
-    return out.index_add_(0, rows, contrib)
+    # row blocks of about m kept weights each: the gathered block stays the size of `out`
+    block = max(1, (m * m) // max(1, nnz))
+    for r0 in range(0, m, block):
+        rows, cols = mask[r0:r0 + block].nonzero(as_tuple=True)
+        contrib = values[cols] * weights[r0:r0 + block][rows, cols, None]
+        out.index_add_(0, rows + r0, contrib)
+    return out
 
 
 def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
