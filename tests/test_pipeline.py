@@ -184,3 +184,57 @@ def test_distributed_local_cluster(ref, cfg, tiled64, tmp_path):
     assert res.tasks_computed == res.tasks_total
     _, img64 = tiled64
     assert np.abs(read_result(tmp_path / "run") - img64).max() <= 1e-4
+
+
+def test_local_threads_policy(cfg):
+    from gigapatch.pipeline.run import GPU_THREADS, local_threads
+
+    assert local_threads("cpu", None, cfg) == (1, False)
+    assert local_threads("cpu", 3, cfg) == (3, False)
+    # a GPU: several threads, tile tasks take turns on the device
+    assert local_threads("cuda:0", None, cfg) == (GPU_THREADS, True) and GPU_THREADS > 1
+    assert local_threads("cuda", 2, cfg) == (2, True)
+
+
+def test_device_turns_overlap_io_with_tiles(ref, cfg, tiled64, tmp_path, monkeypatch):
+    # the GPU policy exercised on the CPU: 3 threads, tiles' device work under one lock;
+    # while a tile holds the device, another task's store write must be able to run
+    import importlib
+    import threading
+
+    import gigapatch.diffusion.generator as gen
+    from gigapatch.pipeline import read_result
+    from gigapatch.storage.runstore import RunStore
+
+    run_mod = importlib.import_module("gigapatch.pipeline.run")
+    monkeypatch.setattr(run_mod, "local_threads", lambda device, workers, config: (3, True))
+    state = {"inside": 0, "max_inside": 0, "overlapped": 0}
+    guard = threading.Lock()
+    wrote = threading.Event()
+    real_sample, real_write = gen.sample_level, RunStore.write
+
+    def sample(*a, **k):
+        with guard:
+            state["inside"] += 1
+            state["max_inside"] = max(state["max_inside"], state["inside"])
+            wrote.clear()
+        try:
+            if wrote.wait(1.0):  # another thread wrote while this tile held the device
+                state["overlapped"] += 1
+            return real_sample(*a, **k)
+        finally:
+            with guard:
+                state["inside"] -= 1
+
+    def write(self, name, box, data):
+        wrote.set()
+        return real_write(self, name, box, data)
+
+    monkeypatch.setattr(gen, "sample_level", sample)
+    monkeypatch.setattr(RunStore, "write", write)
+    res = _run(ref, cfg, tmp_path / "run", tile=64)
+    assert res.tasks_computed == res.tasks_total
+    assert state["max_inside"] == 1  # tiles never share the device
+    assert state["overlapped"] >= 1  # I/O ran beside the device work
+    _, img64 = tiled64
+    assert np.array_equal(read_result(tmp_path / "run"), img64)

@@ -6,10 +6,11 @@ below it sees the config.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from .diffusion.schedules import flow_linear
 from .errors import GigapatchError
 
 __all__ = ["generate", "resolve_size", "plan_levels", "resolve_device", "as_config",
-           "load_reference", "LevelPlan", "sample_levels"]
+           "load_reference", "LevelPlan", "sample_levels", "prepare", "denoiser_settings",
+           "build_level_denoiser"]
 
 #: outputs above this many pixels need the tiled pipeline
 MAX_GLOBAL_PIXELS = 2**31
@@ -152,6 +154,59 @@ def load_reference(reference: str | Path | np.ndarray | torch.Tensor, *,
     return arr
 
 
+def prepare(reference: str | Path | np.ndarray | torch.Tensor, size: Sequence[int] | None,
+            scale: float | Sequence[float] | None, config: Config | str | Path | None,
+            device: str | torch.device) \
+        -> tuple[Config, torch.device, np.ndarray, tuple[int, int]]:
+    """What every run starts with (``generate`` and the tiled ``run_tiled``): the config,
+    the device, the reference (H, W, C) in [0, 1] and the output (height, width)."""
+    cfg = as_config(config)
+    dev = resolve_device(device)
+    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels)
+    return cfg, dev, ref, resolve_size(ref.shape[:2], size, scale)
+
+
+def denoiser_settings(config: Config) -> dict[str, Any]:
+    """The config's denoiser section as plain values (what :func:`build_level_denoiser`
+    takes; tiled tasks carry it to their workers)."""
+    return dataclasses.asdict(config.denoiser)
+
+
+def build_level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int,
+                         rho: float, denoiser: Mapping[str, Any]):
+    """The image denoiser of one level, from plain values.
+
+    The one place that turns the denoiser settings into ``diffusion`` arguments:
+    ``sample_levels`` (``generate``) and every tiled task (``pipeline.tasks``) build their
+    levels here, so a tile runs exactly the denoiser the whole image would.
+
+    Parameters
+    ----------
+    ref_level : Tensor, shape (C, h, w)
+        The reference pyramid's level in model space, on the sampling device.
+    backend : {"exact", "fused", "fast"}
+        The level's backend (already chosen: never ``auto``).
+    patch_size, rho
+        The sampler's P and fold window std.
+    denoiser : mapping
+        :func:`denoiser_settings` of the config (the keys of ``DenoiserConfig``).
+    """
+    dn = denoiser
+    p = patch_size
+    c = ref_level.shape[0]
+    # the fast backend subsamples the index to its budget; exact/fused need every patch
+    max_entries = max(1, dn["index_budget_mb"] * 2**20 // (c * p * p * 4 + 32)) \
+        if backend == "fast" else None
+    index = PatchIndex.from_image(ref_level, p, max_entries=max_entries,
+                                  prune_tolerance=dn["prune_tolerance"])
+    fast = FastParams(candidates=dn["candidates"], broad_steps=dn["broad_below_steps"],
+                      query_stride=dn["query_stride"], probes=dn["probes"], dtype=dn["dtype"],
+                      memory_budget_mb=dn["memory_budget_mb"])
+    return make_denoise(index, patch_size=p, rho=rho, backend=backend,
+                        memory_budget_mb=dn["memory_budget_mb"], dtype=dn["dtype"], fast=fast,
+                        pca_dims=dn["pca_dims"], dictionary_size=dn["dictionary_size"])
+
+
 def _to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, C) in [0, 1] -> (C, H, W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device) * 2 - 1
@@ -216,11 +271,7 @@ def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
     ndarray, shape (H, W, C), float32
         Values in [0, 1]; C is the reference's channel count (1 or 3).
     """
-    cfg = as_config(config)
-    dev = resolve_device(device)
-    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels)
-    ref_hw = ref.shape[:2]
-    out_hw = resolve_size(ref_hw, size, scale)
+    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device)
     if out_hw[0] * out_hw[1] > MAX_GLOBAL_PIXELS:
         raise GigapatchError(f"output {out_hw[1]}x{out_hw[0]} is too large to hold in memory; "
                              "write it to a .tif so the tiled pipeline streams it")
@@ -263,7 +314,7 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
     ref_t = _to_tensor(ref, dev)
     ref_pyr = gaussian_pyramid(ref_t, len(plan))
     sigmas = flow_linear(sc.steps, sc.s_min)
-    dn = cfg.denoiser
+    dn = denoiser_settings(cfg)
     outs: list[torch.Tensor] = []
     level_backends = []
     for lp in plan:  # choose and check every level first: refuse before any work
@@ -294,17 +345,8 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
                 continue
             p = sc.patch_size
             backend = level_backends[lp.level]
-            max_entries = max(1, dn.index_budget_mb * 2**20 // (channels * p * p * 4 + 32))
-            index = PatchIndex.from_image(ref_pyr[lp.level], p,
-                                          max_entries=max_entries if backend == "fast" else None,
-                                          prune_tolerance=dn.prune_tolerance)
-            fast = FastParams(candidates=dn.candidates, broad_steps=dn.broad_below_steps,
-                              query_stride=dn.query_stride, probes=dn.probes, dtype=dn.dtype,
-                              memory_budget_mb=dn.memory_budget_mb)
-            denoise = make_denoise(index, patch_size=p, rho=sc.rho,
-                                   backend=backend, memory_budget_mb=dn.memory_budget_mb,
-                                   dtype=dn.dtype, fast=fast, pca_dims=dn.pca_dims,
-                                   dictionary_size=dn.dictionary_size)
+            denoise = build_level_denoiser(ref_pyr[lp.level], backend, patch_size=p,
+                                           rho=sc.rho, denoiser=dn)
             coarse_up = None if coarse is None else upsample_to_box(coarse, (0, 0), box)
             if bar is not None:
                 bar.set_description(f"level {lp.level + 1}/{len(plan)} ({w}x{h})")

@@ -1,15 +1,15 @@
 """``run_tiled``: plan -> run store -> Dask graph of tiles -> streaming output writers.
 
 The only place (with plan.py) that reads the config and imports dask. Embedded default: the
-local threaded scheduler (one worker thread on a GPU, where tiles serialise anyway;
-``cluster.workers`` threads on a CPU, default 1 because every tile already uses all cores
-through torch). With ``cluster.address`` / ``--cluster ADDR``, the graph goes to an existing
+local threaded scheduler (see :func:`local_threads`: on a GPU, tile tasks take turns on the
+device while the other threads read, quantise, write and reduce the output pyramid; on a CPU
+``cluster.workers`` threads, default 1 because every tile already uses all cores through
+torch). With ``cluster.address`` / ``--cluster ADDR``, the graph goes to an existing
 dask.distributed scheduler; the run store must then be on a path every worker sees.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import os
@@ -30,6 +30,9 @@ from .tasks import TaskSpec
 
 __all__ = ["run_tiled", "TiledResult", "should_tile", "default_run_dir", "output_format",
            "read_result", "IMAGE_MAX_PIXELS"]
+
+#: local worker threads on a GPU by default: one tile on the device, the rest doing I/O
+GPU_THREADS = 4
 
 #: PNG/JPEG/plain TIFF outputs are assembled in memory: only up to this many pixels
 IMAGE_MAX_PIXELS = 2**28
@@ -137,6 +140,21 @@ def _check_output(path: Path, fmt: str, out_hw: tuple[int, int], bit_depth: int)
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise GigapatchError(f"cannot write output {path}: the folder {parent} does not "
                                  f"exist or is not writable")
+
+
+def local_threads(device, workers: int | None, config: Config) -> tuple[int, bool]:
+    """Local scheduler threads, and whether tile tasks take turns on the device.
+
+    On a GPU: ``workers`` / ``cluster.workers`` threads (default :data:`GPU_THREADS`), the
+    device part of each tile under one lock (``tasks.device_turn``), so the Zarr reads and
+    writes, quantising and output pyramid chunks of the other tasks overlap the GPU work.
+    On a CPU: ``workers`` / ``cluster.workers`` threads (default 1: every tile already uses
+    all cores through torch), no lock.
+    """
+    n = workers or config.cluster.workers
+    if str(device).startswith("cuda"):
+        return n or GPU_THREADS, True
+    return n or 1, False
 
 
 def _execute_local(graph, workers: int, prog: TileProgress) -> None:
@@ -254,14 +272,11 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
     progress : bool
         tqdm bars per level on stderr.
     """
-    from ..api import _to_tensor, as_config, load_reference, resolve_device, resolve_size
+    from ..api import _to_tensor, denoiser_settings, prepare
 
     t_start = time.perf_counter()
-    cfg = as_config(config)
-    dev = resolve_device(device)
-    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels)
+    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device)
     ref_hw = ref.shape[:2]
-    out_hw = resolve_size(ref_hw, size, scale)
     fmt_ = output_format(output, fmt)
     out_path = Path(output) if output is not None else None
     if out_path is not None:
@@ -274,20 +289,16 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
                      device=dev)
     rd = Path(run_dir).absolute() if run_dir is not None else default_run_dir(output)
     address = cluster or cfg.cluster.address
-    if address is None and dev.type == "cuda":
-        n_workers = 1  # tiles serialise on one GPU
-    else:
-        n_workers = workers or cfg.cluster.workers or 1
-    sc, dn = cfg.sampler, cfg.denoiser
+    n_workers, serial_device = local_threads(dev, workers, cfg)
+    sc = cfg.sampler
     spec = TaskSpec(
         run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
         patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta, s_min=sc.s_min,
         mode=sc.mode, backends=tuple(lv.backend for lv in plan.levels),
-        memory_budget_mb=dn.memory_budget_mb, dtype=dn.dtype,
-        denoiser=tuple(dataclasses.asdict(dn).items()), bit_depth=plan.bit_depth,
+        denoiser=tuple(denoiser_settings(cfg).items()), bit_depth=plan.bit_depth,
         level_hw=tuple(lv.out_hw for lv in plan.levels),
         level_kind=tuple(lv.mode for lv in plan.levels),
-        grids=tuple(lv.grid for lv in plan.levels))
+        grids=tuple(lv.grid for lv in plan.levels), serial_device=serial_device)
     meta = {"summary": plan.summary(), "config": cfg.to_dict(),
             "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
             "ref_hw": list(ref_hw), "tile": plan.tile,

@@ -10,11 +10,12 @@ dir, level and device).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from ..storage.runstore import RunStore
 from ..tiling import Box, TileGrid
 
 __all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "level_denoiser", "quantise",
-           "clear_caches"]
+           "clear_caches", "device_turn"]
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,22 @@ class TaskSpec:
     s_min: float
     mode: str                 # sampler.mode
     backends: tuple[str, ...]  # per level
-    memory_budget_mb: float
-    dtype: str
-    denoiser: tuple[tuple[str, Any], ...]  # the denoiser config section as items
+    denoiser: tuple[tuple[str, Any], ...]  # api.denoiser_settings(config) as items
     bit_depth: int
     level_hw: tuple[tuple[int, int], ...]
     level_kind: tuple[str, ...]
     grids: tuple[TileGrid, ...]
+    # tile tasks take turns on the device (a GPU): the device part of a tile runs under a
+    # per-process lock, so more worker threads overlap reads, quantising, writes and the
+    # output pyramid's chunks with the device work instead of waiting behind it
+    serial_device: bool = False
 
 
 _lock = threading.Lock()
 _key_locks: dict[Any, threading.Lock] = {}
 _denoisers: dict[Any, Any] = {}
 _pyramids: dict[Any, Any] = {}
+_device_locks: dict[str, threading.Lock] = {}
 
 
 def clear_caches() -> None:
@@ -66,6 +70,15 @@ def clear_caches() -> None:
 def _key_lock(key: Any) -> threading.Lock:
     with _lock:
         return _key_locks.setdefault(key, threading.Lock())
+
+
+def device_turn(spec: TaskSpec):
+    """The context a tile's device work runs in: the device's lock when ``serial_device``
+    (one tile at a time on a GPU, whatever the thread count), else nothing."""
+    if not spec.serial_device:
+        return contextlib.nullcontext()
+    with _lock:
+        return _device_locks.setdefault(spec.device, threading.Lock())
 
 
 def _ref_pyramid(spec: TaskSpec, device):
@@ -85,41 +98,19 @@ def _ref_pyramid(spec: TaskSpec, device):
 def level_denoiser(spec: TaskSpec, level: int, device):
     """The level's denoiser; its PatchIndex is built once per (run dir, level, device)."""
     key = (spec.run_dir, level, str(device))
-    if spec.backends[level] == "fast":
-        # the fast denoiser keeps per-window state (bind): one per worker thread
-        key += (threading.get_ident(),)
+    # one per process, shared by every thread: sample_level binds a fresh per-window state
+    # (the fast backend's FastDenoiser.bind) on the shared, read-only level data
     with _key_lock(key):
         dn = _denoisers.get(key)
         if dn is None:
-            dn = _build_denoiser(spec, level, _ref_pyramid(spec, device)[level])
+            # built exactly as generate builds it (api.sample_levels)
+            from ..api import build_level_denoiser
+
+            dn = build_level_denoiser(_ref_pyramid(spec, device)[level], spec.backends[level],
+                                      patch_size=spec.patch_size, rho=spec.rho,
+                                      denoiser=dict(spec.denoiser))
             _denoisers[key] = dn
     return dn
-
-
-def _build_denoiser(spec: TaskSpec, level: int, ref_level):
-    """Mirror of ``api.sample_levels``' per-level denoiser construction."""
-    from ..diffusion.generator import make_denoise
-    from ..diffusion.patch_index import PatchIndex
-
-    backend = spec.backends[level]
-    p = spec.patch_size
-    if backend != "fast":
-        index = PatchIndex.from_image(ref_level, p)
-        return make_denoise(index, patch_size=p, rho=spec.rho, backend=backend,
-                            memory_budget_mb=spec.memory_budget_mb, dtype=spec.dtype)
-    from ..diffusion.fast import FastParams
-
-    dn = dict(spec.denoiser)
-    c = ref_level.shape[0]
-    max_entries = max(1, dn["index_budget_mb"] * 2**20 // (c * p * p * 4 + 32))
-    index = PatchIndex.from_image(ref_level, p, max_entries=max_entries,
-                                  prune_tolerance=dn["prune_tolerance"])
-    fast = FastParams(candidates=dn["candidates"], broad_steps=dn["broad_below_steps"],
-                      query_stride=dn["query_stride"], probes=dn["probes"], dtype=dn["dtype"],
-                      memory_budget_mb=dn["memory_budget_mb"])
-    return make_denoise(index, patch_size=p, rho=spec.rho, backend=backend,
-                        memory_budget_mb=dn["memory_budget_mb"], dtype=dn["dtype"], fast=fast,
-                        pca_dims=dn["pca_dims"], dictionary_size=dn["dictionary_size"])
 
 
 def quantise(model: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -137,59 +128,69 @@ def _test_delay() -> None:
         time.sleep(float(delay))
 
 
+def _once(spec: TaskSpec, done_name: str, kind: str, index: int, iy: int, ix: int,
+          work: Callable[[RunStore], None]) -> tuple[str, int, int, int, float]:
+    """Run ``work(store)`` unless chunk (iy, ix)'s marker in ``done_name`` is set, then set it.
+
+    Returns ``(kind, index, iy, ix, seconds)``; seconds is 0 for a task already done.
+    """
+    store = RunStore.open(spec.run_dir)
+    if store.is_done(done_name, iy, ix):
+        return (kind, index, iy, ix, 0.0)
+    t0 = time.perf_counter()
+    work(store)
+    store.mark_done(done_name, iy, ix)
+    return (kind, index, iy, ix, time.perf_counter() - t0)
+
+
 def run_level_tile(spec: TaskSpec, level: int, iy: int, ix: int, *deps: Any) \
         -> tuple[str, int, int, int, float]:
     """Sample tile (iy, ix) of ``level`` (the whole level for a global one) into the store.
 
     Returns ``(kind, level, iy, ix, seconds)``; seconds is 0 for a tile already done.
     """
+    return _once(spec, f"done/{level}", "level", level, iy, ix,
+                 lambda store: _sample_tile(spec, level, iy, ix, store))
+
+
+def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) -> None:
     import torch
 
     from ..diffusion.generator import coarse_box_for, sample_level, upsample_to_box
     from ..diffusion.schedules import flow_linear
 
-    store = RunStore.open(spec.run_dir)
-    done_name = f"done/{level}"
-    if store.is_done(done_name, iy, ix):
-        return ("level", level, iy, ix, 0.0)
-    t0 = time.perf_counter()
     dev = torch.device(spec.device)
     tile = spec.grids[level].tile_at(iy, ix)
     win = tile.window
     kind = spec.level_kind[level]
-    with torch.inference_mode():
+    coarse = cb = coarse_up = None
+    if kind != "resize" and level > 0:  # read before taking the device
+        cb = Box(*coarse_box_for(win.as_tuple(), spec.level_hw[level - 1]))
+        coarse = store.read(f"levels/{level - 1}", cb)
+    with device_turn(spec), torch.inference_mode():
         if kind == "resize":
             from ..api import _resize
 
             x = _resize(_ref_pyramid(spec, dev)[0], spec.level_hw[0])
         else:
-            coarse_up = None
-            if level > 0:
-                cb = Box(*coarse_box_for(win.as_tuple(), spec.level_hw[level - 1]))
-                coarse = torch.from_numpy(store.read(f"levels/{level - 1}", cb)).to(dev)
-                coarse_up = upsample_to_box(coarse, (cb.y0, cb.x0), win.as_tuple())
+            if coarse is not None:
+                coarse_up = upsample_to_box(torch.from_numpy(coarse).to(dev), (cb.y0, cb.x0),
+                                            win.as_tuple())
             x = sample_level(level_denoiser(spec, level, dev), box=win.as_tuple(),
                              channels=spec.channels, seed=spec.seed, level=level,
                              sigmas=flow_linear(spec.steps, spec.s_min), eta=spec.eta,
                              coarse_up=coarse_up, device=dev)
         c = tile.core_in_window
         core = x[:, c.y0:c.y1, c.x0:c.x1].float().cpu().numpy()
+        del x, coarse_up  # free the device memory before the writes
     store.write(f"levels/{level}", tile.core, core)
     if level == len(spec.level_hw) - 1:
         store.write("output/0", tile.core, quantise(core, spec.bit_depth))
     _test_delay()
-    store.mark_done(done_name, iy, ix)
-    return ("level", level, iy, ix, time.perf_counter() - t0)
 
 
 def run_output_chunk(spec: TaskSpec, r: int, iy: int, ix: int, *deps: Any) \
         -> tuple[str, int, int, int, float]:
     """Chunk (iy, ix) of output pyramid level ``r`` >= 1 by 2x reduction of level r - 1."""
-    store = RunStore.open(spec.run_dir)
-    name = f"output_done/{r}"
-    if store.is_done(name, iy, ix):
-        return ("output", r, iy, ix, 0.0)
-    t0 = time.perf_counter()
-    store.reduce_output_chunk(r, iy, ix)
-    store.mark_done(name, iy, ix)
-    return ("output", r, iy, ix, time.perf_counter() - t0)
+    return _once(spec, f"output_done/{r}", "output", r, iy, ix,
+                 lambda store: store.reduce_output_chunk(r, iy, ix))
