@@ -102,16 +102,20 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def format_table(estimates: Sequence[LevelEstimate]) -> list[str]:
-    """Aligned text rows (header first), one per level, coarsest first."""
+def format_table(estimates: Sequence[LevelEstimate],
+                 backends: Sequence[str] | None = None) -> list[str]:
+    """Aligned text rows (header first), one per level, coarsest first.
+
+    ``backends``, when given, adds the denoiser backend each level will use.
+    """
     rows = [("level", "reference", "output", "ref patches", "query patches", "dictionary",
-             "working", "GFLOP", "tiled")]
-    for e in estimates:
+             "working", "exact GFLOP", "tiled") + (("backend",) if backends else ())]
+    for i, e in enumerate(estimates):
         rows.append((str(e.level), f"{e.ref_hw[1]}x{e.ref_hw[0]}",
                      f"{e.out_hw[1]}x{e.out_hw[0]}", f"{e.ref_patches:,}",
                      f"{e.query_patches:,}", format_bytes(e.dictionary_bytes),
                      format_bytes(e.working_bytes), f"{e.gflop:,.1f}",
-                     "yes" if e.tiled else "no"))
+                     "yes" if e.tiled else "no") + ((backends[i],) if backends else ()))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     return ["  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in
                       enumerate(zip(r, widths))).rstrip() for r in rows]
