@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -244,16 +244,156 @@ def extract_patches(
     return out.permute(1, 0, 2).reshape(len(ys), c * p * p).contiguous()
 
 
+def patch_positions(
+    x: torch.Tensor, patch_size: int, max_patches: int | None, *, seed: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Top-left corners of ``max_patches`` random patches of a (C, H, W) image, or None for all.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Image, shape (C, H, W).
+    patch_size : int
+        Patch side p; there are (H - p + 1) x (W - p + 1) patch positions.
+    max_patches : int or None
+        How many random positions (with replacement) to draw; None = every position.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    tuple of torch.Tensor or None
+        (ys, xs), or None when every position is to be used (``max_patches`` is None or
+        not smaller than the number of positions).
+    """
+    h, w = x.shape[-2:]
+    nh, nw = h - patch_size + 1, w - patch_size + 1
+    if max_patches is None:
+        return None
+    return random_positions(nh, nw, int(max_patches), seed=seed)
+
+
 def sample_patches(
     x: torch.Tensor, patch_size: int, max_patches: int | None, *, seed: int
 ) -> torch.Tensor:
     """All patches of a (C, H, W) image, or ``max_patches`` random ones; shape (N, C*p*p)."""
-    h, w = x.shape[-2:]
-    nh, nw = h - patch_size + 1, w - patch_size + 1
-    pos = None
-    if max_patches is not None:
-        pos = random_positions(nh, nw, int(max_patches), seed=seed)
+    pos = patch_positions(x, patch_size, max_patches, seed=seed)
     return extract_patches(x, patch_size, positions=pos)
+
+
+def prepare_pair(
+    a: Any,
+    b: Any,
+    *,
+    patch_size: int,
+    device: str | torch.device | None,
+    names: tuple[str, str] = ("first image", "second image"),
+) -> tuple[torch.device, torch.Tensor, torch.Tensor]:
+    """Check and convert the two images of a patch metric.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray or torch.Tensor
+        Images, shape (H, W) or (H, W, C); see :func:`as_image`.
+    patch_size : int
+        Patch side; each image must be at least this large on both sides.
+    device : str or torch.device or None
+        Where the tensors go (see :func:`resolve_device`).
+    names : tuple of str
+        How ``a`` and ``b`` are called in error messages.
+
+    Returns
+    -------
+    tuple
+        (device, ta, tb): the resolved device and both images as float32 (C, H, W)
+        tensors with the same number of channels (a gray one replicated to RGB).
+
+    Raises
+    ------
+    GigapatchError
+        If an image is not an image array or is smaller than one patch.
+    """
+    dev = resolve_device(device)
+    ta = as_image(a, name=names[0], device=dev)
+    tb = as_image(b, name=names[1], device=dev)
+    what = f"{patch_size}x{patch_size} patches"
+    require_min_size(ta, patch_size, name=names[0], what=what)
+    require_min_size(tb, patch_size, name=names[1], what=what)
+    ta, tb = match_channels(ta, tb)
+    return dev, ta, tb
+
+
+def level_seed(seed: int, level: int) -> int:
+    """Seed of the patch subsample at pyramid level ``level``.
+
+    The same for both images at a level (so a distance of an image to itself is 0 and the
+    distances are symmetric).
+    """
+    return (int(seed) * 1_000_003 + 7919 * (level + 1)) % (2**63 - 1)
+
+
+def pyramid_scores(
+    ta: torch.Tensor,
+    tb: torch.Tensor,
+    *,
+    measure: Callable[[torch.Tensor, int], Any],
+    compare: Callable[[Any, Any], float],
+    cache_key: Callable[[tuple, tuple[int, int], int], tuple],
+    cache: dict | None,
+    factor: float,
+    min_size: int,
+    patch_size: int,
+    max_levels: int | None,
+    seed: int,
+) -> LevelScores:
+    """A score of two images at every level of their Gaussian pyramids.
+
+    At each level both images are resized (:func:`resize`) to their sizes from
+    :func:`pyramid_sizes`, each is summarised by ``measure`` and the two summaries are
+    scored by ``compare``. The summaries of ``tb`` are kept in ``cache`` when one is given.
+
+    Parameters
+    ----------
+    ta, tb : torch.Tensor
+        Images, shape (C, H, W), same C (see :func:`prepare_pair`).
+    measure : callable
+        ``measure(image, level_seed)`` -> the summary of one image at one level.
+    compare : callable
+        ``compare(summary_a, summary_b)`` -> float, the score at one level.
+    cache_key : callable
+        ``cache_key(fingerprint(tb), size_b, level_seed)`` -> the hashable key of the
+        summary of ``tb`` at a level; used only when ``cache`` is given.
+    cache : dict, optional
+        Reused across calls to keep the summaries of ``tb``.
+    factor, min_size, patch_size, max_levels
+        The pyramid (see :func:`pyramid_sizes`).
+    seed : int
+        Base seed; level ``i`` uses :func:`level_seed` (seed, i) for both images.
+
+    Returns
+    -------
+    LevelScores
+        One score per level (finest first), their mean, and the sizes of both images.
+    """
+    sizes = pyramid_sizes(
+        tuple(ta.shape[-2:]), tuple(tb.shape[-2:]),
+        factor=factor, min_size=min_size, patch_size=patch_size, max_levels=max_levels,
+    )
+    values = []
+    with torch.no_grad():
+        for lvl, (sa, sb) in enumerate(sizes):
+            s = level_seed(seed, lvl)
+            stat_a = measure(resize(ta, sa), s)
+            key = None
+            if cache is not None:
+                key = cache_key(fingerprint(tb), sb, s)
+            stat_b = cache.get(key) if key is not None else None
+            if stat_b is None:
+                stat_b = measure(resize(tb, sb), s)
+                if key is not None:
+                    cache[key] = stat_b
+            values.append(compare(stat_a, stat_b))
+    return LevelScores(mean=float(sum(values) / len(values)), levels=values, sizes=sizes)
 
 
 @dataclass(frozen=True)

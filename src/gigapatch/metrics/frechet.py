@@ -13,16 +13,10 @@ import torch
 
 from gigapatch.metrics._common import (
     LevelScores,
-    as_image,
-    fingerprint,
-    match_channels,
-    pyramid_sizes,
-    require_min_size,
-    resize,
-    resolve_device,
+    prepare_pair,
+    pyramid_scores,
     sample_patches,
 )
-from gigapatch.metrics.swd import _level_seed
 
 __all__ = ["patch_fd", "gaussian_stats", "frechet_distance"]
 
@@ -113,31 +107,12 @@ def patch_fd(
     LevelScores
         Per level (finest first) and the mean. ~0 for identical images.
     """
-    dev = resolve_device(device)
-    ta = as_image(a, name="first image", device=dev)
-    tb = as_image(b, name="second image", device=dev)
-    require_min_size(ta, patch_size, name="first image", what=f"{patch_size}x{patch_size} patches")
-    require_min_size(tb, patch_size, name="second image", what=f"{patch_size}x{patch_size} patches")
-    ta, tb = match_channels(ta, tb)
-    sizes = pyramid_sizes(
-        tuple(ta.shape[-2:]), tuple(tb.shape[-2:]),
-        factor=factor, min_size=min_size, patch_size=patch_size, max_levels=max_levels,
+    dev, ta, tb = prepare_pair(a, b, patch_size=patch_size, device=device)
+    return pyramid_scores(
+        ta, tb,
+        measure=lambda x, s: gaussian_stats(sample_patches(x, patch_size, n_patches, seed=s)),
+        compare=lambda sa, sb: frechet_distance(sa[0], sa[1], sb[0], sb[1]),
+        cache_key=lambda fp, sb, s: ("fd", fp, sb, patch_size, n_patches, s, str(dev)),
+        cache=cache, factor=factor, min_size=min_size, patch_size=patch_size,
+        max_levels=max_levels, seed=seed,
     )
-    values = []
-    with torch.no_grad():
-        for lvl, (sa, sb) in enumerate(sizes):
-            s = _level_seed(seed, lvl)
-            pa = sample_patches(resize(ta, sa), patch_size, n_patches, seed=s)
-            mu1, s1 = gaussian_stats(pa)
-            key = None
-            if cache is not None:
-                key = ("fd", fingerprint(tb), sb, patch_size, n_patches, s, str(dev))
-            stats = cache.get(key) if key is not None else None
-            if stats is None:
-                pb = sample_patches(resize(tb, sb), patch_size, n_patches, seed=s)
-                stats = gaussian_stats(pb)
-                if key is not None:
-                    cache[key] = stats
-            mu2, s2 = stats
-            values.append(frechet_distance(mu1, s1, mu2, s2))
-    return LevelScores(mean=float(sum(values) / len(values)), levels=values, sizes=sizes)

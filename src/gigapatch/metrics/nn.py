@@ -20,13 +20,7 @@ from typing import Any
 
 import torch
 
-from gigapatch.metrics._common import (
-    as_image,
-    match_channels,
-    require_min_size,
-    resolve_device,
-    sample_patches,
-)
+from gigapatch.metrics._common import prepare_pair, sample_patches
 
 __all__ = ["NNDistances", "nn_patch_distances", "nearest_patch_distances", "coherence", "completeness"]
 
@@ -130,12 +124,9 @@ def nn_patch_distances(
         ``.coherence`` and ``.completeness``, in [0, 1] image units; both 0 when the sample
         is the reference.
     """
-    dev = resolve_device(device)
-    ts = as_image(sample, name="sample", device=dev)
-    tr = as_image(reference, name="reference", device=dev)
-    require_min_size(ts, patch_size, name="sample", what=f"{patch_size}x{patch_size} patches")
-    require_min_size(tr, patch_size, name="reference", what=f"{patch_size}x{patch_size} patches")
-    ts, tr = match_channels(ts, tr)
+    _, ts, tr = prepare_pair(
+        sample, reference, patch_size=patch_size, device=device, names=("sample", "reference")
+    )
     with torch.no_grad():
         sq = sample_patches(ts, patch_size, max_queries, seed=seed)
         rk = sample_patches(tr, patch_size, max_keys, seed=seed + 1)

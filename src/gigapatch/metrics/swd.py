@@ -19,14 +19,10 @@ import torch.nn.functional as F
 
 from gigapatch.metrics._common import (
     LevelScores,
-    as_image,
     extract_patches,
-    fingerprint,
-    match_channels,
-    pyramid_sizes,
-    random_positions,
-    require_min_size,
-    resize,
+    patch_positions,
+    prepare_pair,
+    pyramid_scores,
     resolve_device,
 )
 
@@ -47,11 +43,6 @@ def random_directions(
     d = torch.randn(n_directions, dim, generator=g, dtype=torch.float32)
     d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return d.to(resolve_device(device))
-
-
-def _level_seed(seed: int, level: int) -> int:
-    # The same positions for both images at a level (so SWD(a, a) == 0 and SWD is symmetric).
-    return (int(seed) * 1_000_003 + 7919 * (level + 1)) % (2**63 - 1)
 
 
 def projected_quantiles(
@@ -93,9 +84,7 @@ def projected_quantiles(
     p = patch_size
     d = directions.shape[0]
     nh, nw = h - p + 1, w - p + 1
-    pos = None
-    if max_patches is not None:
-        pos = random_positions(nh, nw, int(max_patches), seed=seed)
+    pos = patch_positions(x, p, max_patches, seed=seed)
     if pos is None:
         weight = directions.view(d, c, p, p)
         proj = F.conv2d(x[None], weight)[0].reshape(d, nh * nw)
@@ -183,32 +172,16 @@ def patch_swd(
     GigapatchError
         If an image is smaller than one patch, or is not an image array.
     """
-    dev = resolve_device(device)
-    ta = as_image(a, name="first image", device=dev)
-    tb = as_image(b, name="second image", device=dev)
-    require_min_size(ta, patch_size, name="first image", what=f"{patch_size}x{patch_size} patches")
-    require_min_size(tb, patch_size, name="second image", what=f"{patch_size}x{patch_size} patches")
-    ta, tb = match_channels(ta, tb)
+    dev, ta, tb = prepare_pair(a, b, patch_size=patch_size, device=device)
     c = ta.shape[0]
     dirs = random_directions(n_directions, c * patch_size**2, seed=seed, device=dev)
-    sizes = pyramid_sizes(
-        tuple(ta.shape[-2:]), tuple(tb.shape[-2:]),
-        factor=factor, min_size=min_size, patch_size=patch_size, max_levels=max_levels,
+    kw = dict(patch_size=patch_size, n_quantiles=n_quantiles, max_patches=max_patches)
+    return pyramid_scores(
+        ta, tb,
+        measure=lambda x, s: projected_quantiles(x, dirs, **kw, seed=s),
+        compare=quantile_swd,
+        cache_key=lambda fp, sb, s: ("swd", fp, sb, patch_size, n_directions, n_quantiles,
+                                     max_patches, s, str(dev)),
+        cache=cache, factor=factor, min_size=min_size, patch_size=patch_size,
+        max_levels=max_levels, seed=seed,
     )
-    values = []
-    with torch.no_grad():
-        for lvl, (sa, sb) in enumerate(sizes):
-            s = _level_seed(seed, lvl)
-            kw = dict(patch_size=patch_size, n_quantiles=n_quantiles, max_patches=max_patches, seed=s)
-            qa = projected_quantiles(resize(ta, sa), dirs, **kw)
-            key = None
-            if cache is not None:
-                key = ("swd", fingerprint(tb), sb, patch_size, n_directions, n_quantiles,
-                       max_patches, s, str(dev))
-            qb = cache.get(key) if key is not None else None
-            if qb is None:
-                qb = projected_quantiles(resize(tb, sb), dirs, **kw)
-                if key is not None:
-                    cache[key] = qb
-            values.append(quantile_swd(qa, qb))
-    return LevelScores(mean=float(sum(values) / len(values)), levels=values, sizes=sizes)
