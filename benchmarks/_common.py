@@ -85,3 +85,19 @@ def exact_cached(name: str, ref: np.ndarray, cfg: Config, seed: int, device: tor
     np.savez(tmp, n=n_levels, seconds=dt, key=key, **{f"l{i}": lv for i, lv in enumerate(levels)})
     os.replace(tmp, path)
     return levels, dt
+
+
+def emit_result(result: dict, out: str | None) -> None:
+    """Print a benchmark's result as JSON to stdout and, with ``out``, write it there too.
+
+    Parameters
+    ----------
+    result : dict
+        The benchmark's result (JSON-serialisable).
+    out : str or None
+        A file to write the same JSON text to; nothing is written when None or empty.
+    """
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        Path(out).write_text(text)

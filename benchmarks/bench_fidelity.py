@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (REFERENCES, exact_cached, find_reference, load_scaled,  # noqa: E402
-                     make_config, run_levels)
+from _common import (REFERENCES, emit_result, exact_cached, find_reference,  # noqa: E402
+                     load_scaled, make_config, run_levels)
 from gigapatch.metrics import patch_swd, pixel_diversity, psnr  # noqa: E402
 
 
@@ -90,10 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
               "device": str(dev), "torch": torch.__version__, "scale": args.scale,
               "seeds": args.seeds, "backend": args.backend, "overrides": args.sets,
               "preset": args.preset, "summary": summary, "per_reference": per_ref}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit_result(result, args.out)
     return result
 
 

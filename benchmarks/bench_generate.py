@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import find_reference, load_scaled, make_config  # noqa: E402
+from _common import emit_result, find_reference, load_scaled, make_config  # noqa: E402
 from gigapatch.api import sample_levels  # noqa: E402
 
 
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
               "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
               "torch": torch.__version__, "reference": args.ref, "seed": args.seed,
               "overrides": args.sets, "preset": args.preset, "results": rows}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit_result(result, args.out)
     return result
 
 
