@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .config import Config, load_config
 from .diffusion.fast import FastParams, choose_backend
 from .diffusion.generator import make_denoise, sample_level, upsample_to_box
-from .diffusion.levels import LevelShape, auto_level_count, plan_level_shapes
+from .diffusion.levels import LevelShape, auto_level_count, patch_count, plan_level_shapes
 from .diffusion.patch_index import PatchIndex, patch_set_bytes
 from .diffusion.pyramid import gaussian_pyramid
 from .diffusion.schedules import flow_linear
@@ -27,7 +27,7 @@ from .errors import GigapatchError
 
 __all__ = ["generate", "resolve_size", "plan_levels", "resolve_device", "as_config",
            "load_reference", "LevelPlan", "sample_levels", "prepare", "denoiser_settings",
-           "build_level_denoiser"]
+           "build_level_denoiser", "level_backend"]
 
 #: outputs above this many pixels need the tiled pipeline
 MAX_GLOBAL_PIXELS = 2**31
@@ -120,7 +120,7 @@ def plan_levels(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config
         levels = auto_level_count(ref_hw, p, config.sampler.coarsest_ratio)
     shapes = plan_level_shapes(ref_hw, out_hw, p, levels)
     return [LevelPlan(s.level, s.ref_hw, s.out_hw,
-                      (s.ref_hw[0] - p + 1) * (s.ref_hw[1] - p + 1)) for s in shapes]
+                      patch_count(s.ref_hw, p)) for s in shapes]
 
 
 def load_reference(reference: str | Path | np.ndarray | torch.Tensor, *,
@@ -220,15 +220,18 @@ def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
                          align_corners=False)[0]
 
 
-def _backend_for(config: Config, device: torch.device, *, queries: int = 0, entries: int = 0,
-                 dim: int = 0) -> str:
-    """The backend of one level: the config's, or for ``auto`` the cheapest that is exact
-    enough (exact / fused while one exact step is cheap, else fast; see
-    ``diffusion.fast.choose_backend``)."""
+def level_backend(config: Config, device: torch.device, *, ref_hw: tuple[int, int],
+                  out_hw: tuple[int, int], channels: int) -> str:
+    """The denoiser backend of one level: the config's, or for ``auto`` the cheapest that is
+    exact enough (exact while one exact step of the WHOLE level is cheap, else fast; see
+    ``diffusion.fast.choose_backend``). ``generate``, the tiled plan and ``info`` all ask
+    here, so a tile uses the backend the whole image would."""
     backend = config.denoiser.backend
-    if backend == "auto":
-        return choose_backend(queries, entries, dim, device)
-    return backend
+    if backend != "auto":
+        return backend
+    p = config.sampler.patch_size
+    return choose_backend(patch_count(out_hw, p), patch_count(ref_hw, p),
+                          channels * p * p, device)
 
 
 def _check_index_fits(backend: str, ref_hw: tuple[int, int], channels: int, config: Config,
@@ -318,11 +321,8 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
     outs: list[torch.Tensor] = []
     level_backends = []
     for lp in plan:  # choose and check every level first: refuse before any work
-        p = sc.patch_size
-        n_pos = (lp.ref_hw[0] - p + 1) * (lp.ref_hw[1] - p + 1)
-        n_q = (lp.out_hw[0] - p + 1) * (lp.out_hw[1] - p + 1)
-        b = backends[lp.level] if backends is not None else _backend_for(
-            cfg, dev, queries=n_q, entries=n_pos, dim=channels * p * p)
+        b = backends[lp.level] if backends is not None else level_backend(
+            cfg, dev, ref_hw=lp.ref_hw, out_hw=lp.out_hw, channels=channels)
         if not (lp.level == 0 and sc.mode == "retarget"):
             _check_index_fits(b, lp.ref_hw, channels, cfg, lp.level)
         level_backends.append(b)

@@ -317,9 +317,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"denoiser:  {dn.backend}, {dn.dtype}, working memory <= "
           f"{format_bytes(dn.memory_budget_mb * 2**20)} per call")
     device = api.resolve_device("auto")
-    d = sc.patch_size ** 2 * info.channels
-    backends = [api._backend_for(cfg, device, queries=e.query_patches, entries=e.ref_patches,
-                                 dim=d) for e in est]
+    backends = [api.level_backend(cfg, device, ref_hw=e.ref_hw, out_hw=e.out_hw,
+                                  channels=info.channels) for e in est]
     print(f"levels, coarsest first (sizes and memory of the exact denoiser; dictionary = "
           f"ref patches x P*P*C x 4 bytes; backend as chosen on {device.type}):")
     for line in format_table(est, backends):

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from .diffusion.levels import patch_count
+
 __all__ = ["LevelEstimate", "estimate_levels", "format_bytes", "format_table"]
 
 
@@ -39,10 +41,6 @@ class LevelEstimate:
     def memory_bytes(self) -> int:
         """Dictionary plus working set: the peak the exact denoiser needs for this level."""
         return self.dictionary_bytes + self.working_bytes
-
-
-def _patches(hw: Sequence[int], p: int) -> int:
-    return max(0, hw[0] - p + 1) * max(0, hw[1] - p + 1)
 
 
 def estimate_levels(levels: Iterable, *, patch_size: int, channels: int, steps: int,
@@ -76,8 +74,8 @@ def estimate_levels(levels: Iterable, *, patch_size: int, channels: int, steps: 
             level, ref_hw, out_hw = lv.level, lv.ref_hw, lv.out_hw
         ref_hw = (int(ref_hw[0]), int(ref_hw[1]))
         out_hw = (int(out_hw[0]), int(out_hw[1]))
-        n = _patches(ref_hw, p)
-        m = _patches(out_hw, p)
+        n = patch_count(ref_hw, p)
+        m = patch_count(out_hw, p)
         dictionary = n * d * 4 + n * 4  # patches + their squared norms
         full = m * n * 4 + 2 * m * d * 4  # logits + queries + results, unchunked
         working = min(budget, full)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .pyramid import level_shapes
 
-__all__ = ["LevelShape", "auto_level_count", "plan_level_shapes"]
+__all__ = ["LevelShape", "auto_level_count", "plan_level_shapes", "patch_count"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class LevelShape:
     level: int
     ref_hw: tuple[int, int]
     out_hw: tuple[int, int]
+
+
+def patch_count(hw: tuple[int, int], patch_size: int) -> int:
+    """Stride-1 P x P patch positions of an (height, width) image (0 if it is smaller)."""
+    return max(0, hw[0] - patch_size + 1) * max(0, hw[1] - patch_size + 1)
 
 
 def auto_level_count(ref_hw: tuple[int, int], patch_size: int, coarsest_ratio: float = 1.6) \

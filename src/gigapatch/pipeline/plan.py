@@ -18,7 +18,7 @@ from ..config import Config, config_hash
 from ..tiling import TileGrid, grid_for_level
 
 __all__ = ["LevelTiling", "RunPlan", "make_plan", "sampler_halo", "backend_extra_halo",
-           "level_backend", "output_level_shapes"]
+           "output_level_shapes"]
 
 
 def backend_extra_halo(config: Config, backend: str) -> int:
@@ -45,22 +45,6 @@ def sampler_halo(config: Config, blended: bool, backend: str = "exact") -> int:
     sc = config.sampler
     halo = level_halo(sc.patch_size, sc.steps, blended) + backend_extra_halo(config, backend)
     return halo + (halo % 2)
-
-
-def level_backend(config: Config, device, out_hw: tuple[int, int], ref_hw: tuple[int, int],
-                  channels: int) -> str:
-    """The denoiser backend of one level, chosen exactly as ``gigapatch.generate`` does
-    (from the WHOLE level's sizes, so tiles use the backend the whole image would)."""
-    from ..api import _backend_for
-
-    p = config.sampler.patch_size
-    try:
-        return _backend_for(config, device,
-                            queries=(out_hw[0] - p + 1) * (out_hw[1] - p + 1),
-                            entries=(ref_hw[0] - p + 1) * (ref_hw[1] - p + 1),
-                            dim=channels * p * p)
-    except TypeError:  # older signature: no per-level choice
-        return _backend_for(config, device)
 
 
 def output_level_shapes(out_hw: tuple[int, int], tiff_tile: int) -> list[tuple[int, int]]:
@@ -148,7 +132,7 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     sizes, reference digest, tile and level layout, output bit depth): a run store made with
     another key is refused.
     """
-    from ..api import plan_levels
+    from ..api import level_backend, plan_levels
 
     tile = int(tile or config.tiling.tile)
     if tile < 64 or tile % 64:
@@ -158,7 +142,8 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     for lp in plan_levels(ref_hw, out_hw, config):
         h, w = lp.out_hw
         blended = lp.level > 0
-        backend = level_backend(config, device, lp.out_hw, lp.ref_hw, channels)
+        backend = level_backend(config, device, ref_hw=lp.ref_hw, out_hw=lp.out_hw,
+                                channels=channels)
         halo = sampler_halo(config, blended, backend)
         if lp.level == 0 and config.sampler.mode == "retarget":
             kind, grid = "resize", grid_for_level(h, w, tile=tile, halo=0, whole=True)
