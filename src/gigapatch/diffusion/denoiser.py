@@ -262,7 +262,9 @@ def image_denoise(x: torch.Tensor, denoise_patches: Callable[[torch.Tensor], tor
         cols = den_patches.T * win_cols
         bh = r1 - r0 + p - 1
         num[:, r0:r0 + bh] += F.fold(cols.unsqueeze(0), (bh, w), kernel_size=p)[0]
-        if ones is None or ones.shape[1] != cols.shape[1]:
+        # the window weights of this band's L patches, (1, P*P, L): rebuilt when the band's
+        # block count changes (the last band is usually shorter)
+        if ones is None or ones.shape[2] != cols.shape[1]:
             ones = win.reshape(p * p, 1).expand(p * p, cols.shape[1]).unsqueeze(0)
         den[:, r0:r0 + bh] += F.fold(ones, (bh, w), kernel_size=p)[0]
     return num / den
