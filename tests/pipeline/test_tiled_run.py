@@ -1,7 +1,8 @@
-"""The tiled pipeline equals the whole-image sampler; resume, refusal, lock, distributed.
+"""The tiled pipeline equals the whole-image sampler; resume after kill -9, refusal of
+another config's run dir, the lock, the local thread policy.
 
 Tiny runs on CPU: a 40x44 reference, P=5, T=3, eta=0.5 (so per-step noise is exercised),
-output 150x130 (3 levels), tiles of 64 and 128.
+output 150x130 (3 levels), tiles of 64 and 128 (fixtures in conftest.py).
 """
 
 import os
@@ -11,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,46 +19,7 @@ import pytest
 from gigapatch.config import load_config
 from gigapatch.errors import GigapatchError
 
-DATA = Path(__file__).parent / "data"
-SIZE = (150, 130)
-SEED = 3
-OVERRIDES = ["sampler.patch_size=5", "sampler.steps=3", "sampler.eta=0.5"]
-
-
-@pytest.fixture(scope="module")
-def ref():
-    from gigapatch.storage import read_image
-
-    return read_image(DATA / "balloons.png")[0][:40, :44].copy()
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config("default", OVERRIDES)
-
-
-@pytest.fixture(scope="module")
-def oracle(ref, cfg):
-    from gigapatch.api import generate
-
-    return generate(ref, size=SIZE, seed=SEED, config=cfg, device="cpu")
-
-
-def _run(ref, cfg, run_dir, **kw):
-    from gigapatch.pipeline import run_tiled
-
-    kw.setdefault("tile", 64)
-    return run_tiled(ref, None, size=SIZE, seed=SEED, config=cfg, device="cpu",
-                     run_dir=run_dir, **kw)
-
-
-@pytest.fixture(scope="module")
-def tiled64(ref, cfg, tmp_path_factory):
-    from gigapatch.pipeline import read_result
-
-    d = tmp_path_factory.mktemp("t64") / "run"
-    res = _run(ref, cfg, d, tile=64, workers=1)
-    return res, read_result(d)
+from .tiny import OVERRIDES, SEED, SIZE, run as _run
 
 
 @pytest.mark.parametrize("tile,workers", [(128, 2)])
@@ -171,19 +132,6 @@ def test_lock_refuses_live_owner_and_takes_over_dead(ref, cfg, tiled64):
                     f'"started": 0}}')
     res = _run(ref, cfg, res64.run_dir)  # dead owner: taken over; all done already
     assert res.tasks_computed == 0 and not lock.exists()
-
-
-def test_distributed_local_cluster(ref, cfg, tiled64, tmp_path):
-    from distributed import LocalCluster
-
-    from gigapatch.pipeline import read_result
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        res = _run(ref, cfg, tmp_path / "run", tile=64, cluster=cluster.scheduler_address)
-    assert res.tasks_computed == res.tasks_total
-    _, img64 = tiled64
-    assert np.abs(read_result(tmp_path / "run") - img64).max() <= 1e-4
 
 
 def test_local_threads_policy(cfg):

@@ -1,5 +1,5 @@
-"""The command line end to end: generate, info, and every bad input the user can cause
-(exit code 2, one stderr line, no traceback, no output file)."""
+"""Every bad input the user can cause: exit code 2, one stderr line, no traceback, no
+output file; Ctrl-C exits 130; the real process's exit code."""
 
 from __future__ import annotations
 
@@ -12,115 +12,10 @@ import numpy as np
 import pytest
 
 import gigapatch
-from gigapatch.cli import main
-from gigapatch.storage import read_image, write_image
+from gigapatch.storage import write_image
 
-DATA = Path(__file__).parent / "data"
-CHEAP = ["--set", "sampler.patch_size=5", "--set", "sampler.steps=3"]
-
-
-@pytest.fixture(scope="module")
-def ref24(tmp_path_factory) -> Path:
-    """A 24x24 RGB crop of a real reference: enough texture, fast to sample."""
-    a, _ = read_image(DATA / "balloons.png")
-    path = tmp_path_factory.mktemp("ref") / "ref24.png"
-    write_image(path, a[40:64, 60:84])
-    return path
-
-
-def _run(capsys, argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(x) for x in argv])
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_user_error(code, err, *words):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("gigapatch: error: ")
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
-def test_generate_writes_the_requested_size(tmp_path, capsys, ref24):
-    out = tmp_path / "out.png"
-    code, stdout, err = _run(capsys, ["generate", ref24, "-o", out, "--size", "32x20",
-                                      "--seed", "3", *CHEAP])
-    assert code == 0, err
-    a, info = read_image(out)
-    assert (info.width, info.height, info.channels) == (32, 20, 3)
-    assert a.std() > 0.01  # an image, not a constant
-    assert stdout.strip() == stdout.strip().splitlines()[0]
-    assert stdout.startswith(f"wrote {out} (32x20, RGB, 8-bit)")
-    assert [n for n in os.listdir(tmp_path) if n != "out.png"] == []
-
-
-def test_generate_several_samples_scale_and_16bit(tmp_path, capsys, ref24):
-    out = tmp_path / "s.tif"
-    code, stdout, err = _run(capsys, ["generate", ref24, "-o", out, "-n", "2", "--scale",
-                                      "1.5x1", "--quiet", "--set", "output.bit_depth=16",
-                                      *CHEAP])
-    assert code == 0, err
-    assert err == ""  # --quiet: no progress, no notes
-    names = sorted(os.listdir(tmp_path))
-    assert names == ["s_000.tif", "s_001.tif"]
-    a0, i0 = read_image(tmp_path / "s_000.tif")
-    a1, _ = read_image(tmp_path / "s_001.tif")
-    assert (i0.width, i0.height, i0.bit_depth) == (36, 24, 16)
-    assert not np.array_equal(a0, a1)  # seeds 0 and 1
-    assert len(stdout.strip().splitlines()) == 2
-
-
-def test_generate_notes_dropped_alpha_and_grey(tmp_path, capsys, ref24):
-    a, _ = read_image(ref24)
-    import pyvips
-
-    rgba = np.concatenate([np.rint(a * 255), np.full(a.shape[:2] + (1,), 255.0)], axis=2)
-    src = tmp_path / "rgba.png"
-    pyvips.Image.new_from_array(rgba.astype(np.uint8)).copy(
-        interpretation="srgb").write_to_file(str(src))
-    out = tmp_path / "o.png"
-    code, stdout, err = _run(capsys, ["generate", src, "-o", out, "--set",
-                                      "sampler.levels=1", *CHEAP])
-    assert code == 0, err
-    assert "alpha channel" in err and "ignored" in err
-    assert read_image(out)[1].channels == 3
-
-    grey = tmp_path / "grey.png"
-    write_image(grey, a.mean(axis=2))
-    code, stdout, err = _run(capsys, ["generate", grey, "-o", tmp_path / "g.png", "-q",
-                                      "--set", "sampler.levels=1", *CHEAP])
-    assert code == 0, err
-    assert "grey" in stdout and read_image(tmp_path / "g.png")[1].channels == 1
-
-
-def test_info_prints_levels(capsys, ref24):
-    code, stdout, err = _run(capsys, ["info", ref24, "--scale", "2", *CHEAP])
-    assert code == 0, err
-    assert "24x24" in stdout and "48x48" in stdout
-    assert "level" in stdout and "dictionary" in stdout and "peak memory" in stdout
-    # 3 levels at P=5 for a 24 px reference: 6x6, 12x12, 24x24
-    assert "6x6" in stdout and "12x12" in stdout
-    assert "400" in stdout  # 20*20 reference patches at the finest level
-
-
-def test_info_example_image(capsys):
-    example = Path(__file__).parent.parent / "examples" / "starry_night.png"
-    if not example.exists():
-        pytest.skip("examples/ not present")
-    code, stdout, err = _run(capsys, ["info", example, "--scale", "1.5x1"])
-    assert code == 0, err
-    assert "256x201" in stdout and "384x201" in stdout and "alpha dropped" in stdout
-
-
-def test_version(capsys):
-    code, stdout, _ = _run(capsys, ["--version"])
-    assert code == 0 and stdout.startswith("gigapatch ")
+from ..helpers import DATA
+from .runner import CHEAP, assert_user_error as _assert_user_error, run as _run
 
 
 def _bad_cases(tmp_path: Path, ref24: Path) -> dict[str, tuple[list, tuple[str, ...]]]:

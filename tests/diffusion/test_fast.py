@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from gigapatch.diffusion.denoiser import posterior_mean_exact
 from gigapatch.diffusion.fast import (FastDenoiser, FastParams, build_fast_level,
                                       fast_extra_halo, query_positions)
 from gigapatch.diffusion.generator import level_halo, make_denoise, sample_level
-from gigapatch.diffusion.patch_index import PatchIndex, extract_patches
+from gigapatch.diffusion.patch_index import PatchIndex
 from gigapatch.diffusion.schedules import flow_linear
-from gigapatch.errors import GigapatchError
+
+from ..helpers import texture
+
 
 P = 5
-
-
-def _texture(h: int = 28, w: int = 32, seed: int = 0) -> torch.Tensor:
-    """A small structured image in [-1, 1] (stripes + blobs + a flat area + noise)."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")
-    base = torch.stack([torch.sin(xx / 2.0), torch.cos(yy / 3.0), torch.sin((xx + yy) / 4.0)])
-    img = 0.7 * base + 0.2 * torch.rand((3, h, w), generator=g)
-    img[:, :6, :8] = 0.25  # exact duplicates
-    return img.clamp(-1, 1)
 
 
 def _run(denoise, box, seed=3, steps=6, level=1):
@@ -34,7 +23,7 @@ def _run(denoise, box, seed=3, steps=6, level=1):
 
 
 def test_fast_equals_exact_with_all_candidates():
-    idx = PatchIndex.from_image(_texture(), P)
+    idx = PatchIndex.from_image(texture(), P)
     box = (0, 0, 22, 26)
     exact = _run(make_denoise(idx, patch_size=P, rho=0.2, backend="exact"), box)
     params = FastParams(candidates=idx.size, broad_steps=2, broad_stride=1, query_stride=1,
@@ -46,55 +35,23 @@ def test_fast_equals_exact_with_all_candidates():
 
 
 def test_candidates_always_valid():
-    idx = PatchIndex.from_image(_texture(), P)
+    idx = PatchIndex.from_image(texture(), P)
     lv = build_fast_level(idx, pca_dims=8, dictionary_size=16)
     dn = FastDenoiser(lv, patch_size=P, rho=0.2,
                       params=FastParams(candidates=4, broad_steps=1, query_stride=2, probes=3))
     dn = dn.bind(origin=(2, 4), seed=1, level=0)
     x = torch.randn(3, 21, 23)
+    cands = []
     for s in flow_linear(8).tolist():
         x_hat = dn(x, s)
         assert torch.isfinite(x_hat).all()
-        if dn._cand is not None:
-            assert dn._cand.min() >= 0 and dn._cand.max() < idx.size
-            assert dn._cand.shape[1] == 4
+        cands.append(dn._cand)
         x = 0.7 * x_hat + 0.3 * x
-
-
-def test_prune_zero_tolerance_is_exact():
-    img = _texture()
-    full = PatchIndex.from_image(img, P, merge_duplicates=False)
-    merged = full.prune(0.0)
-    assert merged.size < full.size  # the flat corner has duplicates
-    assert merged.total_count == pytest.approx(full.size)
-    # every position maps to an entry with the same patch
-    pm = merged.position_map.reshape(-1)
-    assert torch.equal(merged.patches[pm], extract_patches(img, P))
-    x = torch.randn(40, full.dim)
-    for a, s in ((0.9, 0.1), (0.5, 0.5), (0.1, 0.9)):
-        assert torch.allclose(posterior_mean_exact(x, merged, a, s),
-                              posterior_mean_exact(x, full, a, s), atol=1e-5)
-
-
-def test_prune_tolerance_and_budget():
-    img = _texture()
-    coarse = PatchIndex.from_image(img, P, prune_tolerance=1.0)
-    assert coarse.size < PatchIndex.from_image(img, P).size
-    sub = PatchIndex.from_image(img, P, max_entries=50)
-    assert sub.size <= 50
-    assert sub.total_count == pytest.approx((28 - P + 1) * (32 - P + 1))
-    assert int(sub.position_map.max()) < sub.size
-
-
-def test_save_load_roundtrip(tmp_path):
-    idx = PatchIndex.from_image(_texture(), P)
-    idx.save(tmp_path / "lvl")
-    back = PatchIndex.load(tmp_path / "lvl")
-    for name in ("patches", "log_counts", "sq_norms", "positions", "position_map"):
-        assert torch.equal(getattr(back, name), getattr(idx, name))
-    x = torch.randn(8, idx.dim)
-    assert torch.equal(posterior_mean_exact(x, back, 0.5, 0.5),
-                       posterior_mean_exact(x, idx, 0.5, 0.5))
+    # the first (broad) step searches nothing; every later step has candidates to check
+    assert cands[0] is None and len(cands) == 8
+    for cand in cands[1:]:
+        assert cand.min() >= 0 and cand.max() < idx.size
+        assert cand.shape[1] == 4
 
 
 def _fast(idx, **kw):
@@ -105,7 +62,7 @@ def _fast(idx, **kw):
 
 
 def test_deterministic_across_runs_and_threads():
-    idx = PatchIndex.from_image(_texture(), P)
+    idx = PatchIndex.from_image(texture(), P)
     box = (0, 0, 30, 34)
     threads = torch.get_num_threads()
     try:
@@ -134,7 +91,7 @@ def test_extra_halo():
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_window_with_halo_matches_whole_image(stride):
-    idx = PatchIndex.from_image(_texture(), P)
+    idx = PatchIndex.from_image(texture(), P)
     steps = 4
     H, W = 56, 60
     whole = sample_level(_fast(idx, stride=stride), box=(0, 0, H, W), channels=3, seed=5,
@@ -151,25 +108,9 @@ def test_window_with_halo_matches_whole_image(stride):
     assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
 
 
-def test_exact_refuses_oversized_index_and_fast_runs():
-    from gigapatch.api import generate
-    from gigapatch.config import load_config
-
-    ref = (np.random.default_rng(0).random((100, 110, 3)) * 255).astype(np.uint8)
-    small = ["sampler.patch_size=15", "denoiser.index_budget_mb=16", "sampler.steps=3"]
-    with pytest.raises(GigapatchError, match="denoiser.backend=fast"):
-        generate(ref, size=(32, 32), config=load_config(None, small + ["denoiser.backend=exact"]),
-                 device="cpu")
-    out = generate(ref, size=(40, 36), config=load_config(None, small + [
-        "denoiser.backend=fast"]), device="cpu")
-    assert out.shape == (36, 40, 3) and np.isfinite(out).all()
-
-
 @pytest.mark.gpu
 def test_fast_cuda_matches_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    idx = PatchIndex.from_image(_texture(), P)
+    idx = PatchIndex.from_image(texture(), P)
     box = (0, 0, 30, 34)
     cpu = _run(_fast(idx), box)
     gpu = sample_level(_fast(idx.to("cuda")), box=box, channels=3, seed=3, level=1,
