@@ -9,9 +9,6 @@ Mutant killed: the band's window weights compared on the wrong axis / reused acr
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -21,7 +18,7 @@ from gigapatch.config import load_config
 from gigapatch.diffusion.denoiser import fold_window, image_denoise, posterior_mean_exact
 from gigapatch.diffusion.patch_index import PatchIndex
 
-DATA = Path(__file__).resolve().parent / "data"
+from ..helpers import DATA
 
 
 def _oracle(x: torch.Tensor, keys: torch.Tensor, a: float, s: float, p: int, rho: float) \
