@@ -156,6 +156,10 @@ def _add_tiled_options(p: argparse.ArgumentParser) -> None:
                         ".ome.zarr OME-Zarr 0.5, .png)")
     t.add_argument("--writer", choices=("tifffile", "vips"),
                    help="pyramidal TIFF writer (default output.writer)")
+    t.add_argument("--layout", choices=("chain", "subifd"),
+                   help="pyramidal TIFF levels in the main IFD chain (default: every reader "
+                        "sees them) or as SubIFDs (OME-TIFF style; OpenSlide sees level 0 "
+                        "only); default output.layout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +229,15 @@ def _load_config(args: argparse.Namespace):
     cfg = load_config(args.config, tuple(args.overrides))
     if args.max_input_pixels is not None:
         cfg = cfg.replace(output={"max_input_pixels": args.max_input_pixels})
+    output = {key: getattr(args, key) for key in _OUTPUT_FLAGS
+              if getattr(args, key, None) is not None}
+    if output:
+        cfg = cfg.replace(output=output)
     return cfg
+
+
+#: CLI flags that set the output.KEY of the same name.
+_OUTPUT_FLAGS = ("layout",)
 
 
 def _read_reference(args: argparse.Namespace, cfg):

@@ -110,6 +110,7 @@ class OutputConfig:
     compression: Literal["none", "deflate", "zstd", "lzw", "jpeg"] = "deflate"
     tiff_tile: Literal[256, 512] = 256
     writer: Literal["tifffile", "vips"] = "tifffile"
+    layout: Literal["chain", "subifd"] = "chain"
     dpi: float | None = None
     max_input_pixels: int = 400_000_000
 

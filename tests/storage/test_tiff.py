@@ -22,7 +22,8 @@ def test_tifffile_pyramid_reads_back(tmp_path, compression):
     assert shapes == [(600, 520), (300, 260), (150, 130)]
     out = tmp_path / "out.tif"
     write_tiff_tifffile(out, _levels(store, shapes, math.lcm(CHUNK, TT)), shapes, channels=3,
-                        dtype="uint8", tile=TT, compression=compression, dpi=300)
+                        dtype="uint8", tile=TT, compression=compression, dpi=300,
+                        layout="subifd")
     assert tiff_levels(out) == shapes
     with tifffile.TiffFile(out) as tf:
         assert tf.is_bigtiff

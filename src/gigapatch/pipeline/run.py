@@ -218,13 +218,13 @@ def _write_output(store: RunStore, plan: RunPlan, path: Path, fmt: str, config: 
         if (writer or oc.writer) == "vips":
             write_tiff_vips(path, store.output_bands(0, band), plan.out_hw,
                             channels=plan.channels, dtype=dtype, tile=oc.tiff_tile,
-                            compression=oc.compression, dpi=oc.dpi)
+                            compression=oc.compression, dpi=oc.dpi, layout=oc.layout)
         else:
             levels = [lambda r=r: store.output_bands(r, band)
                       for r in range(len(plan.output_shapes))]
             write_tiff_tifffile(path, levels, plan.output_shapes, channels=plan.channels,
                                 dtype=dtype, tile=oc.tiff_tile, compression=oc.compression,
-                                dpi=oc.dpi)
+                                dpi=oc.dpi, layout=oc.layout)
 
 
 def _size_on_disk(path: Path) -> int:

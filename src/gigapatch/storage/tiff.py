@@ -1,6 +1,10 @@
 """Streaming pyramidal (Big)TIFF writers fed from the run store's output pyramid.
 
-Two writers, same result layout (level 0 in the first IFD, reduced levels as SubIFDs):
+Two writers, same result layout. :data:`LAYOUTS`: ``chain`` (default; level 0 in the first
+IFD, each reduced level in the next IFD of the main chain, ``NewSubfileType=1``) is the one
+every reader we measured sees fully (tifffile, pyvips, GDAL, OpenSlide, tiffslide: the
+matrix in BENCHMARKS.md, "Pyramid layouts"); ``subifd`` (reduced levels as SubIFDs of level 0,
+the OME-TIFF style) is an option: OpenSlide sees only level 0 of it.
 
 - :func:`write_tiff_tifffile` (default): tifffile gets one tile generator per level, each
   reading one chunk row of the Zarr level at a time; the reduced levels were computed into
@@ -29,9 +33,18 @@ import numpy as np
 
 from ..errors import GigapatchError
 
-__all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "COMPRESSIONS"]
+__all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "COMPRESSIONS", "LAYOUTS"]
 
 COMPRESSIONS = ("none", "deflate", "zstd", "lzw", "jpeg")
+
+#: Where the reduced levels of a pyramidal TIFF go: the main IFD chain or SubIFDs.
+LAYOUTS = ("chain", "subifd")
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise GigapatchError(f"output.layout={layout!r}: expected chain (every reader sees "
+                             f"every level) or subifd (OME-TIFF style SubIFDs)")
 
 
 def _tmp_for(path: Path) -> Path:
@@ -79,13 +92,16 @@ def _compression_args(compression: str, dtype: np.dtype) -> dict:
             raise GigapatchError("output.compression=jpeg holds 8 bits only; use deflate, "
                                  "zstd or lzw for 16-bit output")
         return {"compression": "jpeg", "compressionargs": {"level": 95}}
-    return {"compression": compression, "predictor": True}
+    # tifffile's "deflate" is the legacy code 32946 (libtiff warns about it); "zlib" is the
+    # same codec under the portable code 8 (Adobe deflate).
+    codec = "zlib" if compression == "deflate" else compression
+    return {"compression": codec, "predictor": True}
 
 
 def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shapes:
                         Sequence[tuple[int, int]], *, channels: int, dtype: str | np.dtype,
                         tile: int = 256, compression: str = "deflate",
-                        dpi: float | None = None, subifds: bool = True) -> Path:
+                        dpi: float | None = None, layout: str = "chain") -> Path:
     """Write a pyramidal tiled BigTIFF from per-level band iterators.
 
     Parameters
@@ -104,15 +120,17 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
         A horizontal predictor is added for deflate, zstd and lzw.
     dpi : float, optional
         Resolution tags (pixels per inch) on every level (scaled for reduced levels).
-    subifds : bool
-        Reduced levels as SubIFDs of level 0 (QuPath, OME-TIFF style; default) or as the
-        next IFDs of the main chain (COG/QGIS style).
+    layout : {"chain", "subifd"}
+        Reduced levels as the next IFDs of the main chain (default: OpenSlide, GDAL/QGIS,
+        tiffslide, pyvips and tifffile all see them) or as SubIFDs of level 0 (OME-TIFF
+        style; OpenSlide sees level 0 only).
     """
     import tifffile
 
     p = Path(os.fspath(path))
     dt = np.dtype(dtype)
     comp = _compression_args(compression, dt)
+    _check_layout(layout)
     photometric = "rgb" if channels == 3 else "minisblack"
     with _atomic(p) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
@@ -124,7 +142,7 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
                 if dpi:
                     kw.update(resolution=(dpi / 2 ** r, dpi / 2 ** r), resolutionunit="INCH")
                 if r == 0:
-                    if subifds and len(shapes) > 1:
+                    if layout == "subifd" and len(shapes) > 1:
                         kw["subifds"] = len(shapes) - 1
                 else:
                     kw["subfiletype"] = 1
@@ -138,17 +156,19 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
 def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarray]],
                     shape: tuple[int, int], *, channels: int, dtype: str | np.dtype,
                     tile: int = 256, compression: str = "deflate",
-                    dpi: float | None = None) -> Path:
+                    dpi: float | None = None, layout: str = "chain") -> Path:
     """Write a pyramidal tiled BigTIFF with libvips from level 0's row bands.
 
     Level 0 goes to a raw temporary file first (``.NAME.raw-PID`` beside the output,
-    removed afterwards); libvips reads it lazily and builds the pyramid (SubIFDs) itself.
+    removed afterwards); libvips reads it lazily and builds the pyramid itself, in the main
+    IFD chain (``layout="chain"``) or as SubIFDs (``"subifd"``).
     """
     import pyvips
 
     p = Path(os.fspath(path))
     dt = np.dtype(dtype)
     _compression_args(compression, dt)  # validates
+    _check_layout(layout)
     if compression == "zstd":
         raise GigapatchError("output.compression=zstd: the libvips bundled with pyvips-binary "
                              "has no ZSTD support; use deflate, or output.writer=tifffile")
@@ -165,7 +185,8 @@ def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarr
             ("b-w" if dt == np.uint8 else "grey16")
         im = pyvips.Image.rawload(str(raw), w, h, channels, format=fmt,
                                   interpretation=interp)
-        kw = dict(tile=True, tile_width=tile, tile_height=tile, pyramid=True, subifd=True,
+        kw = dict(tile=True, tile_width=tile, tile_height=tile, pyramid=True,
+                  subifd=layout == "subifd",
                   bigtiff=True, compression=compression if compression != "none" else "none")
         if compression in ("deflate", "zstd", "lzw"):
             kw["predictor"] = "horizontal"
