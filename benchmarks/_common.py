@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from gigapatch.api import load_reference, sample_levels
 from gigapatch.config import Config, load_config
+from gigapatch.storage.atomic import atomic_path
 
 DATA = Path(os.environ.get("GIGAPATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 #: ten references of about 186 x 248 (SinGAN inputs and SIGD16), the quality set
@@ -81,9 +82,8 @@ def exact_cached(name: str, ref: np.ndarray, cfg: Config, seed: int, device: tor
     levels, dt = run_levels(ref, cfg, seed, device, backends=["exact"] * 64)
     n_levels = len(levels)
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, n=n_levels, seconds=dt, key=key, **{f"l{i}": lv for i, lv in enumerate(levels)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, n=n_levels, seconds=dt, key=key, **{f"l{i}": lv for i, lv in enumerate(levels)})
     return levels, dt
 
 

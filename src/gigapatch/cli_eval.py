@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gigapatch.errors import GigapatchError
+from gigapatch.storage.atomic import atomic_write_text
 
 __all__ = ["add_eval_parser", "run_eval"]
 
@@ -146,7 +147,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report["seconds"] = round(time.perf_counter() - t0, 3)
     print(format_table(report, markdown=args.markdown))
     if args.json_path:
-        _write_text(Path(args.json_path), json.dumps(jsonable(report), indent=2) + "\n")
+        atomic_write_text(Path(args.json_path), json.dumps(jsonable(report), indent=2) + "\n")
         print(f"wrote {args.json_path}")
     if args.sheet:
         from gigapatch.metrics.sheet import contact_sheet
@@ -180,9 +181,3 @@ def _check_writable(path: Path) -> None:
         raise GigapatchError(f"eval: the folder of {path} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise GigapatchError(f"eval: cannot write into {parent}; choose another output path")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

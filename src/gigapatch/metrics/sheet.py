@@ -11,6 +11,7 @@ import torch
 
 from gigapatch.errors import GigapatchError
 from gigapatch.metrics._common import as_image, resize
+from gigapatch.storage.atomic import atomic_path
 
 __all__ = ["contact_sheet", "render_label"]
 
@@ -124,9 +125,8 @@ def _write_png(arr: np.ndarray, path: Path) -> None:
         import pyvips
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.png")
-        pyvips.Image.new_from_array(arr, interpretation="srgb").pngsave(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pyvips.Image.new_from_array(arr, interpretation="srgb").pngsave(str(tmp))
     except GigapatchError:
         raise
     except Exception as exc:  # noqa: BLE001

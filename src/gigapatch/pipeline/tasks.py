@@ -19,10 +19,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..storage.quantise import quantise_model
 from ..storage.runstore import RunStore
 from ..tiling import Box, TileGrid
 
-__all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "level_denoiser", "quantise",
+__all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "level_denoiser",
            "clear_caches", "device_turn"]
 
 
@@ -113,14 +114,6 @@ def level_denoiser(spec: TaskSpec, level: int, device):
     return dn
 
 
-def quantise(model: np.ndarray, bit_depth: int) -> np.ndarray:
-    """Model space [-1, 1] -> uint8/uint16, exactly as ``api.generate`` + ``write_image``."""
-    top = 255 if bit_depth == 8 else 65535
-    unit = (np.clip(model, -1.0, 1.0) + 1.0) / 2.0
-    q = np.rint(np.clip(unit.astype(np.float32), 0.0, 1.0) * np.float32(top))
-    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
-
-
 def _test_delay() -> None:
     # test hook: slows every tile so a test can kill a run part-way (tests/test_pipeline.py)
     delay = os.environ.get("GIGAPATCH_TEST_TILE_DELAY")
@@ -185,7 +178,7 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
         del x, coarse_up  # free the device memory before the writes
     store.write(f"levels/{level}", tile.core, core)
     if level == len(spec.level_hw) - 1:
-        store.write("output/0", tile.core, quantise(core, spec.bit_depth))
+        store.write("output/0", tile.core, quantise_model(core, spec.bit_depth))
     _test_delay()
 
 

@@ -25,6 +25,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import GigapatchError
+from .atomic import atomic_path
+from .quantise import quantise
 
 __all__ = [
     "ImageInfo",
@@ -372,7 +374,7 @@ def numbered_path(path: str | os.PathLike, i: int, n: int) -> Path:
     return p.with_name(f"{p.stem}_{i:0{width}d}{p.suffix}")
 
 
-def _quantize(array: np.ndarray, bit_depth: int) -> np.ndarray:
+def _quantise_for_write(array: np.ndarray, bit_depth: int) -> np.ndarray:
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -383,9 +385,7 @@ def _quantize(array: np.ndarray, bit_depth: int) -> np.ndarray:
     a = a.astype(np.float32, copy=False)
     if not np.isfinite(a).all():
         raise ValueError("write_image got NaN or infinite values")
-    top = 255 if bit_depth == 8 else 65535
-    q = np.rint(np.clip(a, 0.0, 1.0) * np.float32(top))
-    return np.ascontiguousarray(q.astype(np.uint8 if bit_depth == 8 else np.uint16))
+    return quantise(a, bit_depth)
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 8,
@@ -405,7 +405,8 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
         Resolution tag for printing.
 
     The image is written to ``.<name>.tmp-<pid>`` in the target folder and renamed over
-    ``path`` once complete; on any failure the temporary file is removed.
+    ``path`` once complete; on any failure the temporary file is removed
+    (:func:`~gigapatch.storage.atomic.atomic_path`).
 
     Raises
     ------
@@ -416,11 +417,10 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
 
     p = Path(os.fspath(path))
     fmt = _output_format(p, bit_depth)
-    q = _quantize(array, bit_depth)
+    q = _quantise_for_write(array, bit_depth)
     problem = _folder_problem(p.parent, p)
     if problem:
         raise GigapatchError(f"cannot write output {p}: {problem}")
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     im = pyvips.Image.new_from_array(q)
     if q.shape[2] == 3:
         im = im.copy(interpretation="srgb" if bit_depth == 8 else "rgb16")
@@ -429,7 +429,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
     if dpi:
         im = im.copy(xres=dpi / 25.4, yres=dpi / 25.4)  # libvips: pixels per millimetre
     try:
-        with _quiet_vips():
+        with atomic_path(p) as tmp, _quiet_vips():
             if fmt == "png":
                 im.pngsave(str(tmp), compression=6)
             elif fmt == "jpeg":
@@ -437,17 +437,10 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
             else:
                 im.tiffsave(str(tmp), compression="deflate", predictor="horizontal",
                             resunit="inch")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, (pyvips.Error, OSError)):
-            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1:] or \
-                [type(exc).__name__]
-            reason = reason if isinstance(reason, str) else reason[0].strip()
-            raise GigapatchError(f"cannot write output {p} ({reason}); check that the folder "
-                                 f"is writable and the disk is not full") from None
-        raise
+    except (pyvips.Error, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1:] or \
+            [type(exc).__name__]
+        reason = reason if isinstance(reason, str) else reason[0].strip()
+        raise GigapatchError(f"cannot write output {p} ({reason}); check that the folder "
+                             f"is writable and the disk is not full") from None
     return p

@@ -9,11 +9,12 @@ complete. Nothing holds more than one chunk file in memory.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
+
+from .atomic import atomic_path
 
 __all__ = ["ome_multiscales_attrs", "write_ome_zarr", "OME_VERSION"]
 
@@ -47,23 +48,9 @@ def write_ome_zarr(src_group: str | os.PathLike, path: str | os.PathLike) -> Pat
     """Copy an OME-Zarr image group (the run store's ``output``) to ``path`` atomically.
 
     The copy goes to ``.NAME.tmp-PID`` beside ``path`` and is renamed over it when complete;
-    an existing ``path`` is replaced only then.
+    an existing ``path`` is replaced only then (:func:`~gigapatch.storage.atomic.atomic_path`).
     """
     src, dst = Path(src_group), Path(path)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copytree(src, tmp)
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     return dst

@@ -40,6 +40,7 @@ import zarr
 
 from ..errors import GigapatchError
 from ..tiling import Box, chunk_span
+from .atomic import atomic_write_text
 
 __all__ = ["RunStore", "RunLock", "pid_alive", "STORE_FORMAT", "reduce2_box"]
 
@@ -115,9 +116,7 @@ class RunLock:
             return None
 
     def _take_over(self) -> None:
-        tmp = self.path.with_name(f".lock.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self._mine()))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self._mine()))
         self.held = True
 
     def release(self) -> None:

@@ -15,7 +15,8 @@ the OME-TIFF style) is an option: OpenSlide sees only level 0 of it.
   streaming pass (libvips computes its own reduced levels, also 2x box means). Needs free
   disk for one uncompressed copy of level 0.
 
-Both write ``.NAME.tmp-PID`` beside the output and rename it when complete.
+Both write ``.NAME.tmp-PID`` beside the output and rename it when complete
+(:func:`~gigapatch.storage.atomic.atomic_path`).
 
 Viewer note: the libtiff inside the pyvips-binary wheel (libvips 8.18) has no ZSTD codec:
 it cannot write ZSTD and reads ZSTD tiles as zeros without an error. Prefer deflate (the
@@ -32,6 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import GigapatchError
+from .atomic import atomic_path
 
 __all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "COMPRESSIONS", "LAYOUTS"]
 
@@ -45,24 +47,6 @@ def _check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise GigapatchError(f"output.layout={layout!r}: expected chain (every reader sees "
                              f"every level) or subifd (OME-TIFF style SubIFDs)")
-
-
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    tmp = _tmp_for(path)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _tiles(bands: Iterator[tuple[int, np.ndarray]], width: int, tile: int) \
@@ -132,7 +116,7 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
     comp = _compression_args(compression, dt)
     _check_layout(layout)
     photometric = "rgb" if channels == 3 else "minisblack"
-    with _atomic(p) as tmp:
+    with atomic_path(p) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
             for r, (h, w) in enumerate(shapes):
                 kw = dict(shape=(h, w, channels) if channels > 1 else (h, w), dtype=dt,
@@ -195,7 +179,7 @@ def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarr
         if dpi:
             im = im.copy(xres=dpi / 25.4, yres=dpi / 25.4)  # pixels per millimetre
             kw["resunit"] = "inch"
-        with _atomic(p) as tmp:
+        with atomic_path(p) as tmp:
             im.tiffsave(str(tmp), **kw)
             del im
     finally:
