@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config, load_config
+from .device import resolve_device
 from .diffusion.fast import FastParams, choose_backend
 from .diffusion.generator import make_denoise, sample_level, upsample_to_box
 from .diffusion.levels import LevelShape, auto_level_count, patch_count, plan_level_shapes
@@ -48,20 +49,6 @@ def as_config(config: Config | str | Path | None) -> Config:
     if isinstance(config, Config):
         return config
     return load_config(config)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA device if there is one, else the CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise GigapatchError(f"--device {device}: no CUDA device is visible; use --device cpu "
-                             "or install the CUDA build of torch (see README)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise GigapatchError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
-    return torch.device(device)
 
 
 def resolve_size(ref_hw: tuple[int, int], size: Sequence[int] | None = None,

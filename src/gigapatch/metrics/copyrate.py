@@ -25,13 +25,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gigapatch.device import resolve_device
 from gigapatch.errors import GigapatchError
 from gigapatch.metrics._common import (
     as_image,
     extract_patches,
     match_channels,
     require_min_size,
-    resolve_device,
 )
 
 __all__ = ["copy_rate"]

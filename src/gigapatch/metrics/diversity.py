@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from gigapatch.errors import GigapatchError
-from gigapatch.metrics._common import as_image, as_image_list, resolve_device, to_gray
+from gigapatch.device import resolve_device
+from gigapatch.metrics._common import as_image, as_image_list, to_gray
 from gigapatch.metrics.swd import patch_swd
 
 __all__ = ["pixel_diversity", "pairwise_swd"]

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from gigapatch.errors import GigapatchError
-from gigapatch.metrics._common import as_image, require_min_size, resolve_device
+from gigapatch.device import resolve_device
+from gigapatch.metrics._common import as_image, require_min_size
 from gigapatch.metrics.frechet import frechet_distance, gaussian_stats
 
 __all__ = ["available", "load_lite0", "imagenet_class", "feature_fd", "ZEBRA_CLASS"]

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from gigapatch.errors import GigapatchError
-from gigapatch.metrics._common import as_image, resolve_device
+from gigapatch.device import resolve_device
+from gigapatch.metrics._common import as_image
 
 __all__ = ["psnr", "max_abs_diff", "fidelity"]
 

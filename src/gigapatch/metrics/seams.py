@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from gigapatch.errors import GigapatchError
-from gigapatch.metrics._common import as_image, resolve_device
+from gigapatch.device import resolve_device
+from gigapatch.metrics._common import as_image
 
 __all__ = ["SeamScore", "seam_score"]
 

@@ -17,13 +17,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gigapatch.device import resolve_device
 from gigapatch.metrics._common import (
     LevelScores,
     extract_patches,
     patch_positions,
     prepare_pair,
     pyramid_scores,
-    resolve_device,
 )
 
 __all__ = ["patch_swd", "random_directions", "projected_quantiles", "quantile_swd"]

@@ -1,0 +1,47 @@
+"""Where to compute: one rule for ``--device`` / ``device=`` everywhere (generate, metrics)."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import GigapatchError
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """A :class:`torch.device` from ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"`` (the default) is the first CUDA device when one is visible, else the CPU.
+        ``None`` is the CPU (the metrics' default). Names are case-insensitive.
+
+    Raises
+    ------
+    GigapatchError
+        CUDA asked for but not visible, or a name that is not auto, cpu or cuda[:N].
+    """
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = str(device).strip().lower()
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = None
+        if name == "cpu" or name.startswith("cuda"):
+            try:
+                dev = torch.device(name)
+            except (RuntimeError, ValueError):
+                dev = None
+        if dev is None:
+            raise GigapatchError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GigapatchError(f"--device {device}: no CUDA device is visible; use --device cpu "
+                             "or install the CUDA build of torch (see README)")
+    if dev.type not in ("cpu", "cuda"):
+        raise GigapatchError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+    return dev
