@@ -240,7 +240,8 @@ def _jsonable(obj: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from gigapatch.metrics import evaluate, read_image
+    from gigapatch.metrics import evaluate
+    from gigapatch.storage import read_image
 
     sets = collect_sets(args)
     cfg = None
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     for set_name, refs in sets:
         for i, ref_path in enumerate(refs):
-            ref = limit_side(to_rgb_float(read_image(ref_path, what="reference")), args.max_side)
+            ref = limit_side(to_rgb_float(read_image(ref_path, what="reference")[0]), args.max_side)
             base = {"set": set_name, "image": ref_path.name, "reference": str(ref_path),
                     "size": [ref.shape[1], ref.shape[0]]}
             if generate is not None:
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"[{set_name} {i + 1}/{len(refs)}] {ref_path.name}: scoring peers "
                  f"{', '.join(peers)}", args.quiet)
             methods = list(peers)
-            imgs = [limit_side(to_rgb_float(read_image(peers[m], what=f"{m} sample")), args.max_side)
+            imgs = [limit_side(to_rgb_float(read_image(peers[m], what=f"{m} sample")[0]), args.max_side)
                     for m in methods]
             rep = evaluate(ref, imgs, names=methods, diversity=False,
                            seed=args.metric_seed, device=args.metrics_device)

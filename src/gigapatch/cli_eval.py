@@ -115,10 +115,11 @@ def run_eval(args: argparse.Namespace) -> int:
         Unreadable inputs, samples a metric cannot use, unwritable outputs.
     """
     from gigapatch.metrics.report import DEFAULT_METRICS, evaluate, format_table, jsonable
-    from gigapatch.metrics.report import list_images, read_image
+    from gigapatch.metrics.report import list_images
+    from gigapatch.storage import read_image
 
     ref_path = Path(args.reference)
-    ref = read_image(ref_path, what="reference")
+    ref, _ = read_image(ref_path, what="reference")
     paths = [p for p in list_images(args.samples) if _not_same(p, ref_path)]
     if not paths:
         raise GigapatchError(
@@ -127,9 +128,9 @@ def run_eval(args: argparse.Namespace) -> int:
     for out in (args.json_path, args.sheet):
         if out is not None:
             _check_writable(Path(out))
-    samples = [read_image(p, what="sample") for p in paths]
+    samples = [read_image(p, what="sample")[0] for p in paths]
     names = _labels(paths)
-    exact = read_image(args.exact, what="exact run") if args.exact else None
+    exact = read_image(args.exact, what="exact run")[0] if args.exact else None
     if not args.quiet:
         print(f"gigapatch eval: scoring {len(samples)} sample(s) of {ref_path} ...",
               file=sys.stderr, flush=True)

