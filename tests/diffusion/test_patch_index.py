@@ -1,4 +1,4 @@
-"""PatchIndex: duplicate merging, multiplicities, pruning, save/load."""
+"""PatchIndex: duplicate merging, multiplicities, pruning (save/load: tests/storage)."""
 
 from __future__ import annotations
 
@@ -59,14 +59,3 @@ def test_prune_tolerance_and_budget():
     assert sub.size <= 50
     assert sub.total_count == pytest.approx((28 - P + 1) * (32 - P + 1))
     assert int(sub.position_map.max()) < sub.size
-
-
-def test_save_load_roundtrip(tmp_path):
-    idx = PatchIndex.from_image(texture(), P)
-    idx.save(tmp_path / "lvl")
-    back = PatchIndex.load(tmp_path / "lvl")
-    for name in ("patches", "log_counts", "sq_norms", "positions", "position_map"):
-        assert torch.equal(getattr(back, name), getattr(idx, name))
-    x = torch.randn(8, idx.dim)
-    assert torch.equal(posterior_mean_exact(x, back, 0.5, 0.5),
-                       posterior_mean_exact(x, idx, 0.5, 0.5))

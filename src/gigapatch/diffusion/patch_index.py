@@ -3,17 +3,15 @@
 The denoiser's prior is a uniform mixture over every P x P patch of the level (stride 1).
 Equal patches can be merged into one entry with multiplicity n_j: adding log n_j to its
 logit leaves the posterior mean unchanged, so merging duplicates is exact and is the
-base of a pruned dictionary.
+base of a pruned dictionary. Saving and loading an index is storage's job
+(:mod:`gigapatch.storage.patch_index_io`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -211,43 +209,6 @@ class PatchIndex:
         pos_map = None if self.position_map is None else new_of_old[self.position_map]
         return PatchIndex.from_patches(self.patches[first], self.patch_size, self.channels,
                                        mult, positions=positions, position_map=pos_map)
-
-    def save(self, path: str | Path) -> None:
-        """Write the index to a directory of ``.npy`` files (memory-mappable) + meta.json."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        arrays = {"patches": self.patches, "log_counts": self.log_counts,
-                  "sq_norms": self.sq_norms, "positions": self.positions,
-                  "position_map": self.position_map}
-        for name, t in arrays.items():
-            if t is not None:
-                tmp = path / f".{name}.tmp.npy"
-                np.save(tmp, t.detach().cpu().numpy())
-                tmp.replace(path / f"{name}.npy")
-        meta = {"patch_size": self.patch_size, "channels": self.channels,
-                "arrays": [k for k, v in arrays.items() if v is not None]}
-        (path / "meta.json").write_text(json.dumps(meta))
-
-    @classmethod
-    def load(cls, path: str | Path, *, mmap: bool = True,
-             device: torch.device | str = "cpu") -> "PatchIndex":
-        """Read an index written by :meth:`save` (memory-mapped, read-only, on the CPU)."""
-        path = Path(path)
-        meta = json.loads((path / "meta.json").read_text())
-        arrs = {}
-        for name in meta["arrays"]:
-            a = np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None)
-            if mmap:
-                import warnings
-
-                with warnings.catch_warnings():  # read-only map: never written to
-                    warnings.simplefilter("ignore", UserWarning)
-                    arrs[name] = torch.from_numpy(a)
-            else:
-                arrs[name] = torch.from_numpy(np.ascontiguousarray(a))
-        idx = cls(arrs["patches"], arrs["log_counts"], arrs["sq_norms"], meta["patch_size"],
-                  meta["channels"], arrs.get("positions"), arrs.get("position_map"))
-        return idx.to(device) if torch.device(device).type != "cpu" else idx
 
     @property
     def size(self) -> int:
