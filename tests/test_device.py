@@ -39,7 +39,9 @@ def test_cuda_without_cuda(no_cuda, name):
         resolve_device(name)
 
 
-@pytest.mark.parametrize("name", ["gpu", "mps", "cuda:x", ""])
+# ids spelled out: an id "gpu" would be taken for the gpu marker and skipped on the CPU
+@pytest.mark.parametrize("name", ["gpu", "mps", "cuda:x", ""],
+                         ids=["g-p-u", "mps", "cuda-x", "empty"])
 def test_unknown_names(no_cuda, name):
     with pytest.raises(GigapatchError, match=r"expected auto, cpu or cuda\[:N\]"):
         resolve_device(name)
