@@ -72,7 +72,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         "eval",
         help="score samples against their reference (patch SWD, FD, NN, copy rate, diversity)",
         description="Score SAMPLEs (files or folders) of the reference REF with the metrics "
-        "of docs/EVALUATION.md and print a table: multi-scale patch SWD and Frechet "
+        "of docs/evaluation.md and print a table: multi-scale patch SWD and Frechet "
         "distance, NN coherence / completeness, copy rate on 32 and 64 px windows, and "
         "over all samples pixel diversity and pairwise SWD.",
         epilog="Example: gigapatch eval ref.png out_*.png --json scores.json --sheet sheet.png",

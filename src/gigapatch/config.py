@@ -41,7 +41,7 @@ PRESET_DIR = Path(__file__).parent / "configs"
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """The diffusion sampler (docs/ALGORITHM.md, sections 2-5)."""
+    """The diffusion sampler (docs/method.md)."""
 
     patch_size: int = 15
     rho: float = 0.2

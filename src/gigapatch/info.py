@@ -1,6 +1,6 @@
 """Cost estimates per pyramid level, for ``gigapatch info``.
 
-These are estimates of the *exact* denoiser (docs/ALGORITHM.md, section 1), which compares
+These are estimates of the *exact* denoiser (docs/method.md#posterior-mean), which compares
 every query patch of the output with every patch of the reference level:
 
 * reference patches N = (h - P + 1) * (w - P + 1) of the reference level (stride 1);

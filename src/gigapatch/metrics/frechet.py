@@ -1,4 +1,4 @@
-"""Patch Frechet distance per pyramid level (docs/EVALUATION.md, item 2).
+"""Patch Frechet distance per pyramid level (docs/evaluation.md#patch-frechet-distance).
 
 Mean and covariance of >= 100k random 7x7 patches of each image (all patches when there are
 fewer); FD = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)). Deterministic for a given seed.

@@ -1,4 +1,6 @@
-"""Nearest-neighbour patch distances: coherence and completeness (docs/EVALUATION.md, item 3).
+"""Nearest-neighbour patch distances: coherence and completeness.
+
+See docs/evaluation.md#nearest-neighbour-distances.
 
 Bidirectional similarity (Simakov et al. 2008):
 

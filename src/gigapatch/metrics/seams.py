@@ -1,4 +1,4 @@
-"""Seam score for tiled outputs (docs/EVALUATION.md, item 7).
+"""Seam score for tiled outputs (docs/evaluation.md#seams).
 
 Mean |gradient| across tile-boundary rows/columns divided by the mean |gradient| across all
 other rows/columns, on the image and on each band of a Laplacian (difference-of-Gaussians)

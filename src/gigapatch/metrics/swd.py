@@ -1,6 +1,6 @@
 """Multi-scale patch sliced Wasserstein distance (quantile form), as in GPDM.
 
-Recipe (docs/EVALUATION.md, item 1): 7x7 patches at stride 1; 256 random unit directions
+Recipe (docs/evaluation.md#patch-swd): 7x7 patches at stride 1; 256 random unit directions
 from a fixed seed; every patch projected on every direction (a conv2d with the directions as
 filters, so patches are never materialised); per direction the two 1-D distributions are
 compared by their quantile functions at K = 1024 levels (i + 0.5) / K (mean absolute

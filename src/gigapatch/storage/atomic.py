@@ -5,8 +5,8 @@
 disk (``fsync``) and renamed over the destination in one step. When the body raises (an
 error, Ctrl-C, a full disk), the temporary file or folder is removed and the destination is
 left as it was. A crash (kill -9, power loss) can leave a hidden ``.NAME.tmp-PID`` behind,
-never a file under the final name that looks finished. See docs/file-formats.md, section
-"Atomic writes".
+never a file under the final name that looks finished. See
+docs/file-formats.md#atomic-writes.
 """
 
 from __future__ import annotations

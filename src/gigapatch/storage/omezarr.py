@@ -4,7 +4,8 @@ OME-Zarr 0.5 is Zarr v3 with the metadata under ``attributes.ome``; images are s
 channel-first ``(c, y, x)`` and every array's ``dimension_names`` match the axes. The run
 store's ``output`` group already is such a multiscale image (see ``runstore``), so writing
 an ``.ome.zarr`` is a chunk-by-chunk file copy into a temporary folder, renamed when
-complete. Nothing holds more than one chunk file in memory.
+complete. Nothing holds more than one chunk file in memory. Layout:
+docs/file-formats.md#ome-zarr.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ constructor, so storage never imports diffusion::
     save_patch_index(folder, index)
     index = PatchIndex(**load_patch_index(folder))
 
-Layout (docs/file-formats.md, section "Patch index folder")::
+Layout (docs/file-formats.md#patch-index-folder)::
 
     FOLDER/meta.json      {"patch_size": P, "channels": C, "arrays": [names written]}
     FOLDER/patches.npy    (N, C*P*P) float32

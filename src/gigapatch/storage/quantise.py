@@ -1,7 +1,7 @@
 """The one quantiser: float samples -> the 8- or 16-bit integers every output file stores.
 
 Both paths to an output file go through here, so a whole-image run and a tiled run of the
-same seed store the same integers (docs/file-formats.md, section "Quantisation"):
+same seed store the same integers (docs/file-formats.md#quantisation):
 
 - :func:`quantise` takes values in [0, 1] (``generate``'s output, ``write_image``'s input);
 - :func:`quantise_model` takes the sampler's model space [-1, 1] (the tiled pipeline's

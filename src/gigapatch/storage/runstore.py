@@ -1,5 +1,7 @@
 """The run store: a Zarr v3 group holding everything a tiled run needs to resume.
 
+The format, the lock and the resume rules are documented in docs/run-store.md.
+
 Layout of ``RUN_DIR/`` (a Zarr v3 group; attributes under ``gigapatch``)::
 
     zarr.json            attributes.gigapatch = {format, run_key, config, config_hash, seed,
