@@ -93,7 +93,7 @@ def test_check_writable(tmp_path, monkeypatch):
     assert check_writable(tmp_path / "a.png") == tmp_path / "a.png"
     assert os.listdir(tmp_path) == []  # the probe is removed
     for bad, words in [(tmp_path / "a.gif", "suffix"), (tmp_path / "no" / "a.png", "does not exist"),
-                       (tmp_path, "suffix")]:
+                       (tmp_path, "it is a folder")]:
         with pytest.raises(GigapatchError, match=words):
             check_writable(bad)
     (tmp_path / "file").write_text("x")
