@@ -7,7 +7,7 @@ below it sees the config.
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -69,18 +69,17 @@ def resolve_size(ref_hw: tuple[int, int], size: Sequence[int] | None = None,
     (int, int)
         Output (height, width).
     """
+    from .inputs import check_scale, check_size
+
     if size is not None and scale is not None:
-        raise GigapatchError("give either --size or --scale, not both")
+        raise GigapatchError("give either size= or scale=, not both")
     if size is not None:
-        w, h = (int(v) for v in size)
-        if w < 1 or h < 1:
-            raise GigapatchError(f"--size {w}x{h}: width and height must be >= 1")
+        w, h = check_size(size)
         return h, w
     if scale is None:
         return ref_hw
-    sx, sy = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
-    if not (sx > 0 and sy > 0) or math.isinf(sx) or math.isinf(sy):
-        raise GigapatchError(f"--scale {sx}x{sy}: factors must be finite and > 0")
+    scale = check_scale(scale)
+    sx, sy = (scale, scale) if isinstance(scale, float) else scale
     return max(1, round(ref_hw[0] * sy)), max(1, round(ref_hw[1] * sx))
 
 
@@ -110,46 +109,38 @@ def plan_levels(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config
                       patch_count(s.ref_hw, p)) for s in shapes]
 
 
-def load_reference(reference: str | Path | np.ndarray | torch.Tensor, *,
-                   max_pixels: int = 400_000_000) -> np.ndarray:
-    """A reference as float32 (H, W, C) in [0, 1] from a path or an array.
+def load_reference(reference: Any, *, max_pixels: int = 400_000_000,
+                   page: int | None = None) -> np.ndarray:
+    """A reference as float32 (H, W, C) in [0, 1] from a path, an array or a PIL image.
 
-    Arrays may be (H, W) or (H, W, C) with C in 1..4 (alpha dropped); uint8 and uint16 are
-    scaled, floats must already be in [0, 1].
+    Files: see ``gigapatch.storage.read_image`` (``page`` picks a page of a multi-page
+    file); arrays, tensors and PIL images: see ``gigapatch.storage.coerce_image``.
     """
-    if isinstance(reference, (str, Path)):
-        from .storage.imageio import read_image
+    from .inputs import check_page
+    from .storage.read import coerce_image, read_image
 
-        return read_image(reference, max_pixels=max_pixels)[0]
-    arr = reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) \
-        else np.asarray(reference)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise GigapatchError(f"reference array of shape {arr.shape}: expected (H, W) or "
-                             "(H, W, C) with 1-4 channels")
-    if arr.shape[2] in (2, 4):
-        arr = arr[:, :, :-1]
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    else:
-        arr = arr.astype(np.float32)
-        if arr.size and (np.nanmin(arr) < 0 or np.nanmax(arr) > 1 or np.isnan(arr).any()):
-            raise GigapatchError("reference array: float values must lie in [0, 1]")
-    return arr
+    page = check_page(page)
+    if isinstance(reference, (str, os.PathLike)):
+        return read_image(reference, max_pixels=max_pixels, what="reference", page=page,
+                          words="api")[0]
+    if page is not None:
+        raise GigapatchError("page= only applies to a reference given as a file path")
+    return coerce_image(reference, name="reference")[0]
 
 
-def prepare(reference: str | Path | np.ndarray | torch.Tensor, size: Sequence[int] | None,
+def prepare(reference: Any, size: Sequence[int] | None,
             scale: float | Sequence[float] | None, config: Config | str | Path | None,
-            device: str | torch.device) \
+            device: str | torch.device, *, page: int | None = None) \
         -> tuple[Config, torch.device, np.ndarray, tuple[int, int]]:
     """What every run starts with (``generate`` and the tiled ``run_tiled``): the config,
     the device, the reference (H, W, C) in [0, 1] and the output (height, width)."""
-    cfg = as_config(config)
+    from .inputs import check_config, check_scale, check_size
+
+    check_size(size)
+    check_scale(scale)
+    cfg = as_config(check_config(config))
     dev = resolve_device(device)
-    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels)
+    ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels, page=page)
     return cfg, dev, ref, resolve_size(ref.shape[:2], size, scale)
 
 
@@ -234,34 +225,57 @@ def _check_index_fits(backend: str, ref_hw: tuple[int, int], channels: int, conf
             "or a smaller reference")
 
 
-def generate(reference: str | Path | np.ndarray | torch.Tensor, *,
+def generate(reference: Any, *,
              size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None,
              seed: int = 0, config: Config | str | Path | None = None,
-             device: str | torch.device = "auto", progress: bool = False) -> np.ndarray:
+             device: str | torch.device = "auto", progress: bool = False,
+             page: int | None = None) -> np.ndarray:
     """Generate one image with the patch statistics of a reference.
 
     Parameters
     ----------
-    reference : path or array
-        An image file, or an array (H, W) / (H, W, C) (see ``load_reference``).
+    reference : path, ndarray, torch.Tensor or PIL.Image.Image
+        - a file path (str or PathLike): TIFF (any codec, 8/16-bit, float in [0, 1],
+          multi-band), PNG, JPEG, WebP or GIF; orientation tags are applied, alpha is
+          dropped, CMYK and palette images become RGB. Multi-page / animated files need
+          ``page``.
+        - an array or tensor ``(H, W)`` or ``(H, W, C)``, channels last, any C >= 1 (all
+          channels are kept; drop alpha yourself): uint8 (0..255), uint16 (0..65535), other
+          integer types holding 0..255 (read as 8-bit) or, when the maximum exceeds 255,
+          0..65535 (16-bit); floats in [0, 1] (no NaN).
+        - a PIL image: palette images become RGB, alpha (LA, RGBA) is dropped, 16-bit
+          grey stays 16-bit, CMYK becomes RGB.
     size : (int, int), optional
-        Output (width, height). Default: the reference's size.
+        Output (width, height) in whole pixels. Default: the reference's size.
     scale : float or (float, float), optional
-        Output size as a factor of the reference's (x, y). Exclusive with ``size``.
+        Output size as a factor of the reference's: one factor for both sides, or
+        (x factor, y factor). Exclusive with ``size``.
     seed : int
-        Same seed, same image: noise is keyed by (seed, level, step, pixel, channel).
+        0 <= seed < 2**63. Same seed, same image: noise is keyed by (seed, level, step,
+        pixel, channel).
     config : Config, path or preset name, optional
-        Default: the bundled ``default`` preset.
+        Default: the bundled ``default`` preset. To change a few keys use
+        ``gigapatch.load_config(None, ["sampler.steps=20"])``.
     device : {"auto", "cpu", "cuda", "cuda:N"}
     progress : bool
         Show a progress bar (denoiser calls done / total, with ETA) on stderr.
+    page : int, optional
+        The page of a multi-page TIFF or the frame of an animated WebP/GIF reference.
 
     Returns
     -------
     ndarray, shape (H, W, C), float32
-        Values in [0, 1]; C is the reference's channel count (1 or 3).
+        Values in [0, 1]; C is the reference's channel count.
+
+    Raises
+    ------
+    GigapatchError
+        For every mistake in the arguments or the reference, naming the parameter.
     """
-    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device)
+    from .inputs import check_seed
+
+    seed = check_seed(seed)
+    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device, page=page)
     if out_hw[0] * out_hw[1] > MAX_GLOBAL_PIXELS:
         raise GigapatchError(f"output {out_hw[1]}x{out_hw[0]} is too large to hold in memory; "
                              "write it to a .tif so the tiled pipeline streams it")

@@ -97,6 +97,25 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _tile_side(text: str) -> int:
+    v = _positive_int(text)
+    if v % 64:
+        raise argparse.ArgumentTypeError(
+            f"the tile side must be a multiple of 64 such as {max(64, round(v / 64) * 64)}, "
+            f"got {text!r}")
+    return v
+
+
+def _page(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a page number >= 0, got {text!r}")
+    return v
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -122,8 +141,9 @@ def _add_size_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", type=parse_size, metavar="WxH",
                    help="output size in pixels, e.g. 640x480 (default: the reference's)")
     g.add_argument("--scale", type=parse_scale, metavar="F|FXxFY",
-                   help="output size as a factor of the reference's: 1.5, or 2x1 for "
-                        "twice as wide and as high")
+                   help="output size as a factor of the reference's: 1.5 for both sides, "
+                        "or FXxFY for width and height apart: 2x1 doubles the width and "
+                        "keeps the height")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -133,6 +153,9 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set sampler.steps=20 (repeatable)")
+    p.add_argument("--page", type=_page, metavar="N",
+                   help="the page of a multi-page TIFF or the frame of an animated WebP/GIF "
+                        "reference to use, from 0 (such files are refused without it)")
     p.add_argument("--max-input-pixels", type=_positive_int, metavar="N",
                    help="refuse references with more pixels than this (decompression-bomb "
                         "guard; default output.max_input_pixels = 400000000)")
@@ -144,7 +167,7 @@ def _add_tiled_options(p: argparse.ArgumentParser) -> None:
         "tiling.global_max_pixels; resumable: re-run the same command to finish a killed run")
     t.add_argument("--tiled", action="store_true", default=None,
                    help="use the tiled pipeline for any size")
-    t.add_argument("--tile", type=_positive_int, metavar="N",
+    t.add_argument("--tile", type=_tile_side, metavar="N",
                    help="tile core side in pixels, a multiple of 64 (default tiling.tile)")
     t.add_argument("--run-dir", metavar="DIR",
                    help="run store for tiles and resume (default: OUT.gp-run/ beside OUT)")
@@ -182,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUT_001.png, ...")
     _add_size_options(g)
     g.add_argument("--seed", type=_int, default=0, metavar="N",
-                   help="random seed; the same seed gives the same image (default 0)")
+                   help="random seed, 0 <= N < 2**63; the same seed gives the same image "
+                        "(default 0)")
     g.add_argument("-n", "--num-samples", type=_positive_int, default=1, metavar="N",
                    help="number of images, with seeds SEED, SEED+1, ... (default 1)")
     _add_config_options(g)
@@ -243,15 +267,24 @@ _OUTPUT_FLAGS = ("layout",)
 def _read_reference(args: argparse.Namespace, cfg):
     from .storage import read_image
 
-    return read_image(args.reference, max_pixels=cfg.output.max_input_pixels,
-                      what="reference")
+    ref, info = read_image(args.reference, max_pixels=cfg.output.max_input_pixels,
+                           what="reference", page=args.page, words="cli")
+    for line in info.notes:  # orientation applied, alpha dropped, CMYK converted
+        _note(args, line.removeprefix(f"{PROG}: "))
+    return ref, info
 
 
 def _mode(channels: int) -> str:
-    return "RGB" if channels == 3 else "grey"
+    from .storage.read import channel_mode
+
+    return channel_mode(channels)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from .inputs import check_output_format, check_seed
+
+    check_seed(args.seed, "--seed", count=args.num_samples)
+    check_output_format(args.output, args.format, "--format")
     cfg = _load_config(args)
     ref, info = _read_reference(args, cfg)
     from . import api
@@ -266,14 +299,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                for k in range(args.num_samples)]
     from .pipeline.run import output_format, should_tile
 
-    if should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or args.cluster)) \
-            or output_format(args.output, args.format) == "ome-zarr":
+    zarr = args.format == "ome-zarr" or (not args.format and str(args.output).lower()
+                                         .rstrip("/\\").endswith(".zarr"))
+    if not zarr:
+        check_writable(outputs[0], bit_depth=bit_depth)
+    if zarr or should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or
+                                                          args.cluster)):
+        output_format(args.output, args.format)
         return _generate_tiled(args, cfg, ref, outputs)
     for out in outputs:  # before any expensive work
         check_writable(out, bit_depth=bit_depth)
-    if info.had_alpha:
-        _note(args, f"note: {args.reference} has an alpha channel; it is ignored "
-                    f"(only the {_mode(info.channels)} channels are used)")
     for k, out in enumerate(outputs):
         seed = args.seed + k
         if args.num_samples > 1:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..config import Config, config_hash
+from ..errors import GigapatchError
 from ..tiling import TileGrid, grid_for_level
 
 __all__ = ["LevelTiling", "RunPlan", "make_plan", "sampler_halo", "backend_extra_halo",
@@ -136,7 +137,8 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
 
     tile = int(tile or config.tiling.tile)
     if tile < 64 or tile % 64:
-        raise ValueError(f"tile {tile} must be a multiple of 64")
+        raise GigapatchError(f"tile={tile}: the tile side must be a multiple of 64 (>= 64), "
+                             f"e.g. {max(64, round(tile / 64) * 64)}")
     mode = _tiling_mode(config, force_tiled)
     levels = []
     for lp in plan_levels(ref_hw, out_hw, config):

@@ -274,7 +274,10 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
     """
     from ..api import _to_tensor, denoiser_settings, prepare
 
+    from ..inputs import check_seed
+
     t_start = time.perf_counter()
+    seed = check_seed(seed)
     cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device)
     ref_hw = ref.shape[:2]
     fmt_ = output_format(output, fmt)

@@ -1,0 +1,241 @@
+"""User mistakes in the Python API and the CLI: one GigapatchError / one stderr line in the
+words of the interface used (``size=`` in the API, ``--size`` on the command line), and a
+bad-input corpus of files a new user would try (read right, or refused with exit 2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvips
+import tifffile
+from PIL import Image, ImageOps
+
+import gigapatch
+from gigapatch.cli import main
+from gigapatch.errors import GigapatchError
+from gigapatch.storage import read_image
+
+DATA = Path(__file__).parent / "data"
+CHEAP = ["--set", "sampler.patch_size=5", "--set", "sampler.steps=2"]
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def ref_u8() -> np.ndarray:
+    a, _ = read_image(DATA / "balloons.png")
+    return np.rint(a[40:60, 60:84] * 255).astype(np.uint8)  # (20, 24, 3)
+
+
+def _cheap():
+    return gigapatch.load_config(None, ["sampler.patch_size=5", "sampler.steps=2"])
+
+
+# ----------------------------------------------------------------------- Python API
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"size": 32}, "size=32"),
+    ({"size": (20.5, 20)}, "size=(20.5, 20)"),
+    ({"size": (0, 20)}, ">= 1"),
+    ({"size": "32x20"}, "size='32x20'"),
+    ({"scale": "2x1"}, "scale='2x1'"),
+    ({"scale": (2, 0)}, "scale=(2, 0)"),
+    ({"scale": float("nan")}, "scale=nan"),
+    ({"seed": 1.5}, "seed=1.5"),
+    ({"seed": -1}, "seed=-1"),
+    ({"seed": 2**63}, "0..2**63-1"),
+    ({"seed": 2**64}, "0..2**63-1"),
+    ({"config": {"sampler": {"steps": 2}}}, "config=dict"),
+    ({"page": 1}, "page= only applies"),
+    ({"page": -1}, "page=-1"),
+    ({"size": (32, 20), "scale": 2}, "either size= or scale="),
+])
+def test_api_mistakes_raise_gigapatch_error_in_api_words(ref_u8, kwargs, words):
+    """Mutants killed: a raw TypeError/ValueError, int() truncation of 20.5, seeds taken
+    modulo 2**64, messages naming CLI flags."""
+    with pytest.raises(GigapatchError) as e:
+        gigapatch.generate(ref_u8, **kwargs)
+    msg = str(e.value)
+    assert words in msg and "--" not in msg and "\n" not in msg, msg
+
+
+def test_api_file_errors_use_api_words(tmp_path):
+    p = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(p) as tw:
+        tw.write(np.zeros((8, 8), np.uint8))
+        tw.write(np.zeros((8, 8), np.uint8))
+    with pytest.raises(GigapatchError) as e:
+        gigapatch.generate(p, config=_cheap())
+    assert "page=N" in str(e.value) and "--" not in str(e.value)
+
+
+def test_api_accepts_integer_arrays_and_pil_images(ref_u8):
+    """int64 0..255 is 8-bit (same image as uint8); a palette PIL image is its colours."""
+    cfg = _cheap()
+    want = gigapatch.generate(ref_u8, seed=4, config=cfg)
+    np.testing.assert_array_equal(gigapatch.generate(ref_u8.astype(np.int64), seed=4,
+                                                     config=cfg), want)
+    np.testing.assert_array_equal(gigapatch.generate(Image.fromarray(ref_u8), seed=4,
+                                                     config=cfg), want)
+    pal = Image.fromarray(ref_u8).quantize(16)
+    rgb = np.asarray(pal.convert("RGB"))
+    out = gigapatch.generate(pal, seed=4, config=cfg)
+    np.testing.assert_array_equal(out, gigapatch.generate(rgb, seed=4, config=cfg))
+    assert out.shape == (20, 24, 3)
+
+
+def test_api_keeps_every_band_of_an_array(ref_u8):
+    """The sampler takes any channel count: a 4-band (RGB + NIR-like) reference gives a
+    4-band output, not RGBA with its 4th band dropped."""
+    nir = ref_u8[:, :, :1]
+    out = gigapatch.generate(np.concatenate([ref_u8, nir], axis=2), seed=1, config=_cheap())
+    assert out.shape == (20, 24, 4)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def _run(capsys, argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(x) for x in argv])
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_user_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gigapatch: error: ") and "Traceback" not in err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture()
+def ref_png(tmp_path, ref_u8) -> Path:
+    p = tmp_path / "ref.png"
+    Image.fromarray(ref_u8).save(p)
+    return p
+
+
+@pytest.mark.parametrize("argv,out_name,words", [
+    (["--seed", str(2**64)], "o.png", ["--seed", "0..2**63-1"]),
+    (["--seed", "-1"], "o.png", ["--seed -1", "0..2**63-1"]),
+    (["--seed", str(2**63 - 1), "-n", "2"], "o.png", ["last of 2 samples"]),
+    (["--tiled", "--tile", "100"], "o.tif", ["--tile", "multiple of 64", "128"]),
+    (["--format", "png"], "o.tif", ["--format png", "o.tif", "*.png"]),
+    ([], "o.webp", ["o.webp", "suffix '.webp'"]),
+    (["--page", "-2"], "o.png", ["--page", "page number"]),
+])
+def test_cli_option_mistakes(tmp_path, capsys, ref_png, argv, out_name, words):
+    out = tmp_path / out_name
+    code, _, err = _run(capsys, ["generate", ref_png, "-o", out, *argv, *CHEAP])
+    _assert_user_error(code, err, *words)
+    assert "tiled pipeline" not in err and "size=" not in err
+    assert not out.exists()
+
+
+def test_cli_folder_output(tmp_path, capsys, ref_png):
+    code, _, err = _run(capsys, ["generate", ref_png, "-o", tmp_path, *CHEAP])
+    _assert_user_error(code, err, "is a folder", "out.png")
+
+
+def test_scale_help_says_what_2x1_means(capsys):
+    code, out, _ = _run(capsys, ["generate", "--help"])
+    text = " ".join(out.split())
+    assert "2x1 doubles the width and keeps the height" in text
+
+
+# ------------------------------------------------- bad-input corpus through the CLI
+
+def _exif_rotated(p: Path) -> Path:
+    a = RNG.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    im = Image.fromarray(a)
+    ex = im.getexif()
+    ex[0x0112] = 6  # phone held upright: stored sideways, shown rotated 90 clockwise
+    im.save(p, "JPEG", exif=ex.tobytes(), quality=95)
+    return p
+
+
+def _corpus(tmp_path: Path, case: str) -> Path:
+    p = tmp_path / f"{case}.tif"
+    if case == "exif_rotated":
+        return _exif_rotated(tmp_path / "phone.jpg")
+    if case == "multipage":
+        with tifffile.TiffWriter(p) as tw:
+            for _ in range(3):
+                tw.write(RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8), photometric="rgb")
+    elif case == "zstd":
+        tifffile.imwrite(p, RNG.integers(0, 65536, (32, 32, 3), dtype=np.uint16),
+                         photometric="rgb", compression="zstd", tile=(16, 16))
+    elif case == "palette":
+        p = tmp_path / "palette.png"
+        im = Image.fromarray(RNG.integers(0, 8, (20, 24), dtype=np.uint8), "P")
+        im.putpalette(RNG.integers(0, 256, 24).tolist())
+        im.save(p)
+    elif case == "cmyk":
+        tifffile.imwrite(p, RNG.integers(0, 256, (20, 24, 4), dtype=np.uint8),
+                         photometric="separated")
+    elif case == "alpha16":
+        p = tmp_path / "alpha16.png"
+        pyvips.Image.new_from_array(RNG.integers(0, 65536, (20, 24, 4), dtype=np.uint16)) \
+            .copy(interpretation="rgb16").pngsave(str(p))
+    elif case == "float_nan":
+        a = RNG.random((20, 24, 3)).astype(np.float32)
+        a[3, 4, 1] = np.nan
+        tifffile.imwrite(p, a, photometric="rgb")
+    return p
+
+
+def _oracle(p: Path, case: str) -> np.ndarray:
+    """What a viewer shows, decoded by Pillow / tifffile independently of our reader."""
+    if case in ("exif_rotated", "palette"):
+        im = ImageOps.exif_transpose(Image.open(p)).convert("RGB")
+        return np.asarray(im).astype(np.float32) / 255
+    if case == "alpha16":
+        return pyvips.Image.new_from_file(str(p)).numpy()[:, :, :3].astype(np.float32) / 65535
+    a = tifffile.imread(p).astype(np.float32)
+    if case == "zstd":
+        return a / 65535
+    c = a / 255  # cmyk
+    return (1 - c[:, :, :3]) * (1 - c[:, :, 3:])
+
+
+@pytest.mark.parametrize("case,readable", [
+    ("exif_rotated", True), ("multipage", False), ("zstd", True), ("palette", True),
+    ("cmyk", True), ("alpha16", True), ("float_nan", False)])
+def test_bad_input_corpus(tmp_path, capsys, case, readable):
+    """Each file is read as a viewer shows it (values against an independent decoder, and
+    the CLI's output has the shown size), or refused: exit 2, one line, no output."""
+    p = _corpus(tmp_path, case)
+    out = tmp_path / "out.png"
+    code, stdout, err = _run(capsys, ["generate", p, "-o", out, *CHEAP])
+    if not readable:
+        _assert_user_error(code, err, str(p))
+        assert not out.exists() and os.listdir(tmp_path) == [p.name]
+        return
+    assert code == 0, err
+    r, info = read_image(p)
+    oracle = _oracle(p, case)
+    tol = 2 / 255 if case == "exif_rotated" else 1e-6
+    assert r.shape == oracle.shape and np.abs(r - oracle).max() <= tol
+    shown_h, shown_w = oracle.shape[:2]
+    o, _ = read_image(out)
+    assert o.shape == (shown_h, shown_w, 3) and o.max() > 0.2  # not black, not sideways
+    notes = [line for line in err.splitlines() if line.startswith("gigapatch: note:")]
+    assert len(notes) == len(info.notes)
+    if case == "exif_rotated":
+        code, _, err = _run(capsys, ["generate", p, "-o", out, "-q", *CHEAP])
+        assert code == 0 and "note" not in err  # -q silences notes
+
+
+def test_cli_page_picks_one_page(tmp_path, capsys):
+    p = _corpus(tmp_path, "multipage")
+    code, out, err = _run(capsys, ["info", p, "--page", "2", *CHEAP])
+    assert code == 0, err
+    assert "24x20" in out
+    code, _, err = _run(capsys, ["info", p, "--page", "3"])
+    _assert_user_error(code, err, "--page 3 is out of range, use 0..2")
