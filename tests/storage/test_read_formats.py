@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from gigapatch.errors import GigapatchError
 from gigapatch.storage import read_image, write_image
 from gigapatch.storage.read import coerce_image
-from gigapatch.storage.tiff import COMPRESSIONS, write_tiff_tifffile, write_tiff_vips
+from gigapatch.storage.tiff import COMPRESSIONS, LAYOUTS, write_tiff_tifffile, write_tiff_vips
 
 RNG = np.random.default_rng(7)
 
@@ -107,9 +107,9 @@ _WRITTEN = [(c, d) for c in COMPRESSIONS for d in ("uint8", "uint16")
             if not (c == "jpeg" and d == "uint16")]  # JPEG holds 8 bits (writer refuses)
 
 
-@pytest.mark.parametrize("subifds", [True, False])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("compression,dtype", _WRITTEN)
-def test_pyramidal_tifffile_output_reads_back(tmp_path, compression, dtype, subifds):
+def test_pyramidal_tifffile_output_reads_back(tmp_path, compression, dtype, layout):
     """Every compression x bit depth of the tifffile writer, read by the tool itself; the
     reduced levels (SubIFDs or reduced pages of the main chain) are not pages."""
     a = _img(64, 96, 3, dtype)
@@ -117,7 +117,7 @@ def test_pyramidal_tifffile_output_reads_back(tmp_path, compression, dtype, subi
         a = np.repeat(np.repeat(a[::8, ::8], 8, 0), 8, 1)
     lv, bands, shapes = _levels(a)
     p = write_tiff_tifffile(tmp_path / "o.tif", bands, shapes, channels=3, dtype=dtype,
-                            tile=32, compression=compression, subifds=subifds)
+                            tile=32, compression=compression, layout=layout)
     r, info = read_image(p)
     assert info.notes == () and r.shape == a.shape
     if compression == "jpeg":
@@ -126,15 +126,16 @@ def test_pyramidal_tifffile_output_reads_back(tmp_path, compression, dtype, subi
         np.testing.assert_array_equal(r, _unit(a))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("compression,dtype", [x for x in _WRITTEN if x[0] != "zstd"])
-def test_pyramidal_vips_output_reads_back(tmp_path, compression, dtype):
+def test_pyramidal_vips_output_reads_back(tmp_path, compression, dtype, layout):
     """The vips writer (no zstd: its libtiff lacks the codec and it refuses it)."""
     a = _img(64, 96, 3, dtype)
     if compression == "jpeg":
         a = np.repeat(np.repeat(a[::8, ::8], 8, 0), 8, 1)
     band = np.ascontiguousarray(np.moveaxis(a, -1, 0))
     p = write_tiff_vips(tmp_path / "o.tif", iter([(0, band)]), a.shape[:2], channels=3,
-                        dtype=dtype, tile=32, compression=compression)
+                        dtype=dtype, tile=32, compression=compression, layout=layout)
     r, info = read_image(p)
     assert r.shape == a.shape and info.notes == ()
     if compression == "jpeg":
