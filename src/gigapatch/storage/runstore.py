@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -50,8 +49,6 @@ __all__ = ["RunStore", "RunLock", "pid_alive", "STORE_FORMAT", "reduce2_box"]
 STORE_FORMAT = 1
 
 _ARRAY_CONFIG = {"write_empty_chunks": True}
-_cache_lock = threading.Lock()
-_array_cache: dict[tuple[str, str], Any] = {}
 
 
 def pid_alive(pid: int) -> bool:
@@ -162,6 +159,7 @@ class RunStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.group = zarr.open_group(str(self.path), mode="r+")
+        self._arrays: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -240,13 +238,15 @@ class RunStore:
 
     # ---------------------------------------------------------------- arrays
     def array(self, name: str):
-        """A Zarr array of the store, cached per process (opening reads its metadata)."""
-        key = (str(self.path), name)
-        arr = _array_cache.get(key)
+        """A Zarr array of the store, opened once per ``RunStore`` (opening reads its metadata).
+
+        The cache lives on the instance, not in the process: a run dir deleted and made again
+        with other sizes in the same process is never seen through stale metadata.
+        """
+        arr = self._arrays.get(name)
         if arr is None:
-            arr = zarr.open_array(str(self.path / name), mode="r+", config=_ARRAY_CONFIG)
-            with _cache_lock:
-                _array_cache[key] = arr
+            arr = self._arrays.setdefault(
+                name, zarr.open_array(str(self.path / name), mode="r+", config=_ARRAY_CONFIG))
         return arr
 
     def reference(self) -> np.ndarray:
