@@ -47,6 +47,7 @@ def _cheap():
     ({"page": 1}, "page= only applies"),
     ({"page": -1}, "page=-1"),
     ({"size": (32, 20), "scale": 2}, "either size= or scale="),
+    ({"device": "gpu"}, "device='gpu'"),
 ])
 def test_api_mistakes_raise_gigapatch_error_in_api_words(ref_u8, kwargs, words):
     """Mutants killed: a raw TypeError/ValueError, int() truncation of 20.5, seeds taken
@@ -88,3 +89,13 @@ def test_api_keeps_every_band_of_an_array(ref_u8):
     nir = ref_u8[:, :, :1]
     out = gigapatch.generate(np.concatenate([ref_u8, nir], axis=2), seed=1, config=_cheap())
     assert out.shape == (20, 24, 4)
+
+
+def test_readme_quotes_the_printed_api_message(ref_u8):
+    """README, "Python API", quotes this message: it must be the one raised."""
+    with pytest.raises(GigapatchError) as e:
+        gigapatch.generate(ref_u8, size=(20.5, 20))
+    assert str(e.value).startswith(
+        "size=(20.5, 20): width and height must be whole numbers of pixels")
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "`size=(20.5, 20): width and height must be whole numbers of pixels`" in readme

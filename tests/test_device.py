@@ -36,7 +36,9 @@ def test_auto_prefers_cuda(fake_cuda):
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", torch.device("cuda")])
 def test_cuda_without_cuda(no_cuda, name):
     with pytest.raises(GigapatchError, match="no CUDA device is visible; use --device cpu"):
-        resolve_device(name)
+        resolve_device(name, option="--device")
+    with pytest.raises(GigapatchError, match="no CUDA device is visible; use device='cpu'"):
+        resolve_device(name)  # the API's words by default
 
 
 # ids spelled out: an id "gpu" would be taken for the gpu marker and skipped on the CPU

@@ -9,7 +9,8 @@ from .errors import GigapatchError
 __all__ = ["resolve_device"]
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+def resolve_device(device: str | torch.device | None = "auto", *,
+                   option: str = "device=") -> torch.device:
     """A :class:`torch.device` from ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a device.
 
     Parameters
@@ -17,14 +18,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     device : str, torch.device or None
         ``"auto"`` (the default) is the first CUDA device when one is visible, else the CPU.
         ``None`` is the CPU (the metrics' default). Names are case-insensitive.
+    option : str
+        How messages name the option: ``"device="`` (Python API, the default) or
+        ``"--device"`` (the CLI).
 
     Raises
     ------
     GigapatchError
         CUDA asked for but not visible, or a name that is not auto, cpu or cuda[:N].
     """
+    from .inputs import shown
+
     if device is None:
         return torch.device("cpu")
+    cpu = shown(option, "cpu") if option.startswith("-") else f"{option.rstrip('=')}='cpu'"
     if isinstance(device, torch.device):
         dev = device
     else:
@@ -38,10 +45,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             except (RuntimeError, ValueError):
                 dev = None
         if dev is None:
-            raise GigapatchError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+            raise GigapatchError(f"{shown(option, device)}: expected auto, cpu or cuda[:N]")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GigapatchError(f"--device {device}: no CUDA device is visible; use --device cpu "
+        raise GigapatchError(f"{shown(option, device)}: no CUDA device is visible; use {cpu} "
                              "or install the CUDA build of torch (see README)")
     if dev.type not in ("cpu", "cuda"):
-        raise GigapatchError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+        raise GigapatchError(f"{shown(option, device)}: expected auto, cpu or cuda[:N]")
     return dev
