@@ -290,7 +290,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from . import api
     from .storage import check_writable, numbered_path, write_image
 
-    api.resolve_device(args.device)
+    api.resolve_device(args.device, option="--device")
     ref_hw = ref.shape[:2]
     out_hw = api.resolve_size(ref_hw, args.size, args.scale)
     api.plan_levels(ref_hw, out_hw, cfg)  # refuses too-small references and outputs
@@ -302,13 +302,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     zarr = args.format == "ome-zarr" or (not args.format and str(args.output).lower()
                                          .rstrip("/\\").endswith(".zarr"))
     if not zarr:
-        check_writable(outputs[0], bit_depth=bit_depth)
+        check_writable(outputs[0], bit_depth=bit_depth, channels=info.channels)
     if zarr or should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or
                                                           args.cluster)):
         output_format(args.output, args.format)
         return _generate_tiled(args, cfg, ref, outputs)
     for out in outputs:  # before any expensive work
-        check_writable(out, bit_depth=bit_depth)
+        check_writable(out, bit_depth=bit_depth, channels=info.channels)
     for k, out in enumerate(outputs):
         seed = args.seed + k
         if args.num_samples > 1:

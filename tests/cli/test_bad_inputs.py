@@ -156,3 +156,19 @@ def test_cli_page_picks_one_page(tmp_path, capsys):
     assert "24x20" in out
     code, _, err = _run(capsys, ["info", p, "--page", "3"])
     _assert_user_error(code, err, "--page 3 is out of range, use 0..2")
+
+
+def test_multiband_reference_gives_a_multiband_tiff(tmp_path, capsys, ref_u8):
+    """RGB + NIR (ExtraSamples unspecified): every band is sampled and written; a PNG output
+    is refused before any sampling (no progress bar, no file)."""
+    rgbn = np.concatenate([ref_u8, ref_u8[:, :, 1:2] // 2], axis=2).astype(np.uint16) * 257
+    p = tmp_path / "rgbn.tif"
+    tifffile.imwrite(p, rgbn, photometric="rgb", extrasamples=["unspecified"])
+    code, _, err = _run(capsys, ["generate", p, "-o", tmp_path / "o.png", *CHEAP])
+    _assert_user_error(code, err, "4 bands", "write a .tif")
+    assert not (tmp_path / "o.png").exists()
+    code, out, err = _run(capsys, ["generate", p, "-o", tmp_path / "o.tif", "-q", *CHEAP])
+    assert code == 0, err
+    assert "4-band" in out
+    r, info = read_image(tmp_path / "o.tif")
+    assert r.shape == (20, 24, 4) and not info.had_alpha

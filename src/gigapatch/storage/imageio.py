@@ -42,7 +42,7 @@ WRITE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg"
 # writing
 # --------------------------------------------------------------------------------------
 
-def _output_format(path: Path, bit_depth: int) -> str:
+def _output_format(path: Path, bit_depth: int, channels: int = 3) -> str:
     fmt = WRITE_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         got = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
@@ -53,6 +53,10 @@ def _output_format(path: Path, bit_depth: int) -> str:
     if fmt == "jpeg" and bit_depth != 8:
         raise GigapatchError(f"output {path}: JPEG holds 8 bits only; write .png or .tif for "
                              f"16-bit output, or set output.bit_depth=8")
+    if channels not in (1, 3) and fmt != "tiff":
+        raise GigapatchError(f"cannot write output {path}: the image has {channels} bands "
+                             f"(like its reference), which {fmt.upper()} cannot hold; write "
+                             f"a .tif")
     return fmt
 
 
@@ -64,7 +68,7 @@ def _folder_problem(folder: Path, path: Path) -> str | None:
     return None
 
 
-def check_writable(path: str | os.PathLike, *, bit_depth: int = 8) -> Path:
+def check_writable(path: str | os.PathLike, *, bit_depth: int = 8, channels: int = 3) -> Path:
     """Check, before any expensive work, that ``path`` can be written by :func:`write_image`.
 
     Validates the suffix (and bit depth for it), that the folder exists, that ``path`` is
@@ -80,7 +84,7 @@ def check_writable(path: str | os.PathLike, *, bit_depth: int = 8) -> Path:
     if p.is_dir():
         raise GigapatchError(f"cannot write output {p}: it is a folder; give a file name such "
                              f"as {p / 'out.png'}")
-    _output_format(p, bit_depth)
+    _output_format(p, bit_depth, channels)
     folder = p.parent
     problem = _folder_problem(folder, p)
     if problem:
@@ -177,16 +181,12 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
     import pyvips
 
     p = Path(os.fspath(path))
-    fmt = _output_format(p, bit_depth)
     q = _quantise_for_write(array, bit_depth)
+    fmt = _output_format(p, bit_depth, q.shape[2])
     problem = _folder_problem(p.parent, p)
     if problem:
         raise GigapatchError(f"cannot write output {p}: {problem}")
     if q.shape[2] not in (1, 3):  # bands of a multi-band reference (e.g. RGB + NIR)
-        if fmt != "tiff":
-            raise GigapatchError(f"cannot write output {p}: the image has {q.shape[2]} bands "
-                                 f"(like its reference), which {fmt.upper()} cannot hold; "
-                                 f"write a .tif")
         _write_bands_tiff(p, q, dpi)
         return p
     im = pyvips.Image.new_from_array(q)
