@@ -312,6 +312,7 @@ class FastDenoiser:
         self._step = 0
         self._last_s = math.inf
         self._cand: torch.Tensor | None = None
+        self._grid: tuple | None = None
 
     # -- one call --------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
@@ -340,24 +341,73 @@ class FastDenoiser:
         band = max(1, min(nr, budget // max(1, nc * (dim * 4 * 3 + p * p * 16))))
         num = torch.zeros((c, h * w), dtype=torch.float32, device=x.device)
         den = torch.zeros((h * w,), dtype=torch.float32, device=x.device)
-        late = not (a == 0.0 or broad or lv.index.size <= prm.candidates)
-        cand = self._search(x, a, step, rows, cols, band, budget) if late else None
+        if a == 0.0:
+            mode = "mean"
+        elif broad:
+            mode = "dictionary"
+        elif lv.index.size <= prm.candidates:
+            mode = "index"
+        else:
+            mode = "candidates"
+        cand = self._search(x, a, step, rows, cols, band, budget) if mode == "candidates" \
+            else None
         for r0 in range(0, nr, band):
             rb = rows[r0:r0 + band]
-            if a == 0.0:
-                out = lv.index.mean().expand(rb.numel() * nc, -1)
-            else:
-                xq = grid_unfold(x, rb, cols, p)
-                if not late:
-                    dic = lv.dictionary if broad else lv.index
-                    out = posterior_mean_exact(xq, dic, a, s, memory_budget_mb=prm.memory_budget_mb,
-                                               dtype=prm.dtype)
-                else:
-                    out = self._weights(xq, cand[r0 * nc:(r0 + rb.numel()) * nc], a, s, budget)
+            sel = None if cand is None else cand[r0 * nc:(r0 + rb.numel()) * nc]
+            xq = None if mode == "mean" else grid_unfold(x, rb, cols, p)
+            out = self._patch_means(xq, rb.numel() * nc, a, s, mode, sel, budget)
             _fold_into(num, den, out, rb, cols, p, win, w)
-        if late:
+        if cand is not None:
             self._cand = cand
+        self._grid = (rows, cols, mode, a, s)
         return (num / den.clamp_min(1e-30)).reshape(c, h, w)
+
+    def _patch_means(self, xq: torch.Tensor | None, q: int, a: float, s: float, mode: str,
+                     cand: torch.Tensor | None, budget: int) -> torch.Tensor:
+        """Posterior means (q, D) of the queries ``xq`` for one call's ``mode``."""
+        lv = self.level
+        prm = self.params
+        if mode == "mean":
+            return lv.index.mean().expand(q, -1)
+        if mode in ("dictionary", "index"):
+            dic = lv.dictionary if mode == "dictionary" else lv.index
+            return posterior_mean_exact(xq, dic, a, s, memory_budget_mb=prm.memory_budget_mb,
+                                        dtype=prm.dtype)
+        return self._weights(xq, cand, a, s, budget)
+
+    def query_posterior(self, x: torch.Tensor, qid: torch.Tensor) \
+            -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str]:
+        """What the last call computed for some of its query patches (for measurements).
+
+        Call right after ``denoise(x, s)`` with the same ``x``; changes no state.
+
+        Parameters
+        ----------
+        x : Tensor, shape (C, H, W)
+            The last call's input.
+        qid : Tensor, shape (q,), long
+            Query numbers on the last call's grid (row-major over its rows x cols).
+
+        Returns
+        -------
+        xq : Tensor, shape (q, D)
+            The noisy query patches.
+        means : Tensor, shape (q, D)
+            Their posterior means as the last call computed them.
+        support : Tensor, shape (q, k), or None
+            Entry ids each mean was weighed over (``None``: every entry, or the
+            dictionary's representatives, or the mean patch).
+        mode : {"mean", "dictionary", "index", "candidates"}
+        """
+        rows, cols, mode, a, s = self._grid
+        nc = cols.numel()
+        p = self.patch_size
+        x = x.to(torch.float32)
+        xq = torch.cat([grid_unfold(x, rows[i:i + 1], cols[j:j + 1], p)
+                        for i, j in zip((qid // nc).tolist(), (qid % nc).tolist())], 0)
+        cand = self._cand[qid] if mode == "candidates" else None
+        budget = int(self.params.memory_budget_mb * 2**20)
+        return xq, self._patch_means(xq, qid.numel(), a, s, mode, cand, budget), cand, mode
 
     # -- candidates ------------------------------------------------------------------
     def _probes(self, step: int, qid: torch.Tensor, rows: torch.Tensor,
