@@ -67,13 +67,22 @@ def run_levels(ref: np.ndarray, cfg: Config, seed: int, device: torch.device,
     return [((lv.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy() for lv in levels], dt
 
 
+def _exact_key(name: str, cfg: Config, seed: int, scale: float) -> str:
+    return json.dumps({"ref": name, "scale": scale, "seed": seed,
+                       "sampler": cfg.to_dict()["sampler"]}, sort_keys=True)
+
+
+def exact_cache_path(name: str, cfg: Config, seed: int, scale: float) -> Path:
+    """Where the exact run of (reference, sampler settings, seed, scale) is cached."""
+    h = hashlib.sha256(_exact_key(name, cfg, seed, scale).encode()).hexdigest()[:20]
+    return CACHE / f"exact-{h}.npz"
+
+
 def exact_cached(name: str, ref: np.ndarray, cfg: Config, seed: int, device: torch.device,
                  scale: float) -> tuple[list[np.ndarray], float | None]:
     """The exact sampler's levels for (reference, scale, sampler config, seed), cached on disk."""
-    key = json.dumps({"ref": name, "scale": scale, "seed": seed,
-                      "sampler": cfg.to_dict()["sampler"]}, sort_keys=True)
-    h = hashlib.sha256(key.encode()).hexdigest()[:20]
-    path = CACHE / f"exact-{h}.npz"
+    path = exact_cache_path(name, cfg, seed, scale)
+    key = _exact_key(name, cfg, seed, scale)
     if path.exists():
         z = np.load(path)
         n = int(z["n"])

@@ -1,0 +1,199 @@
+"""Tests that a wrong denoiser cannot pass (issue 9 item 3).
+
+Each test names the mutants of ``benchmarks/mutants.py`` it kills. The oracles are the
+exact denoiser (``posterior_mean_exact``), the whole-image sampler, and values written out
+here from their definitions (docs/ALGORITHM.md), never the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gigapatch.diffusion.denoiser import fold_window, image_denoise, posterior_mean_exact
+from gigapatch.diffusion.fast import (FastDenoiser, FastParams, build_fast_level,
+                                      fast_extra_halo)
+from gigapatch.diffusion.generator import level_halo, make_denoise, sample_level
+from gigapatch.diffusion.noise import INIT_STEP, gaussian_noise
+from gigapatch.diffusion.patch_index import PatchIndex
+from gigapatch.diffusion.pyramid import down2
+from gigapatch.diffusion.schedules import flow_linear, signal_scale
+
+from ..helpers import texture
+
+P = 5
+_texture = texture
+
+
+def _fast_denoiser(idx: PatchIndex, **kw) -> FastDenoiser:
+    prm = dict(candidates=8, broad_steps=0, query_stride=1, probes=4, broad_stride=1)
+    prm.update(kw)
+    lv = build_fast_level(idx, pca_dims=8, dictionary_size=64)
+    return FastDenoiser(lv, patch_size=P, rho=0.2, params=FastParams(**prm)).bind(
+        origin=(0, 0), seed=1, level=1)
+
+
+def test_candidate_means_are_the_exact_posterior_over_their_candidates():
+    """Kills temperature4, mult_fast: each fast mean equals the exact denoiser run on the
+    index of that query's own candidates (with their multiplicities)."""
+    idx = PatchIndex.from_image(_texture(), P)
+    assert float(idx.log_counts.max()) > 1.0  # the flat corner merged into one entry
+    s = 0.5
+    a = signal_scale(s)
+    x = a * _texture() + s * gaussian_noise(4, 0, 0, (0, 0, 28, 32), 3)
+    dn = _fast_denoiser(idx)
+    dn(x, s)
+    qid = torch.arange(0, 24 * 28, 3)
+    xq, means, support, mode = dn.query_posterior(x, qid)
+    assert mode == "candidates" and support.shape == (qid.numel(), 8)
+    sensitive = 0
+    for i in range(qid.numel()):
+        u = torch.unique(support[i])
+        sub = PatchIndex.from_patches(idx.patches[u], P, 3, idx.log_counts[u].exp())
+        want = posterior_mean_exact(xq[i:i + 1], sub, a, s)
+        torch.testing.assert_close(means[i:i + 1], want, atol=2e-5, rtol=1e-4)
+        # the same candidates without multiplicities give a visibly different mean here
+        flat = PatchIndex.from_patches(idx.patches[u], P, 3)
+        sensitive += bool((posterior_mean_exact(xq[i:i + 1], flat, a, s) - want).abs().max()
+                          > 1e-2)
+    assert sensitive >= 3  # multiplicities matter for some tested queries
+
+
+def test_fast_posterior_means_track_the_exact_denoiser_along_a_trajectory():
+    """Kills nn1 (one candidate, no probes), temperature4: at every low-noise step of a
+    sampling run, the fast means of all query patches are within 2% (median relative L2)
+    of the exact denoiser's on the SAME noisy input, and at s = 0 within 1e-4."""
+    idx = PatchIndex.from_image(_texture(), P)
+    dn = _fast_denoiser(idx, broad_steps=2)
+    errs = []
+
+    class Probe:
+        def bind(self, **kw):
+            self.d = dn.bind(**kw)
+            return self
+
+        def __call__(self, x, s):
+            out = self.d(x, s)
+            a = signal_scale(s)
+            q = (30 - P + 1) * (34 - P + 1)
+            xq, fm, _, mode = self.d.query_posterior(x, torch.arange(q))
+            if a > 0:
+                ex = posterior_mean_exact(xq, idx, a, s)
+                errs.append((s, mode, float(((fm - ex).norm(dim=1) / ex.norm(dim=1)).median())))
+            return out
+
+    sample_level(Probe(), box=(0, 0, 30, 34), channels=3, seed=3, level=1,
+                 sigmas=flow_linear(8), eta=0.0)
+    late = [e for s, mode, e in errs if s < 0.3]
+    assert [m for _, m, _ in errs].count("candidates") == 6
+    assert len(late) == 3 and max(late) < 0.02, errs
+    assert errs[-1][2] < 1e-4, errs
+
+
+def test_fold_window_values_written_out():
+    """Kills window_half: the window is exp(-u^2 / (2 rho^2)) on u in [-1, 1]; for P = 5
+    and rho = 0.5 the 1-D profile is (e^-2, e^-0.5, 1, e^-0.5, e^-2)."""
+    g = torch.tensor([math.exp(-2.0), math.exp(-0.5), 1.0, math.exp(-0.5), math.exp(-2.0)])
+    torch.testing.assert_close(fold_window(5, 0.5), torch.outer(g, g))
+    # and image_denoise folds with it: a denoiser that maps patch k (row-major) to the
+    # constant k^2 gives, at an interior pixel, the window-weighted mean of the k^2 covering it
+    x = torch.zeros((1, 9, 9))
+    out = image_denoise(x, lambda q: (torch.arange(q.shape[0], dtype=torch.float32) ** 2)[:, None]
+                        .expand(-1, q.shape[1]).contiguous(), 5, 0.5)
+    w2 = torch.outer(g, g)
+    ks = torch.tensor([[((4 - dy) * 5 + (4 - dx)) ** 2 for dx in range(5)] for dy in range(5)],
+                      dtype=torch.float32)  # patch whose offset (dy, dx) covers pixel (4, 4)
+    assert float(out[0, 4, 4]) == pytest.approx(float((w2 * ks).sum() / w2.sum()), rel=1e-5)
+    assert float(out[0, 4, 4]) != pytest.approx(float(ks.mean()), rel=1e-2)
+
+
+def test_noise_values_written_out():
+    """Kills noise_shift: the noise at given global coordinates is fixed (a pure function of
+    the key), recorded below; a key shifted by a pixel reads another pixel's values."""
+    got = gaussian_noise(0, 0, INIT_STEP, (0, 0, 2, 3), 1)[0]
+    want = torch.tensor(NOISE_0_0_INIT)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    # a window with another origin reads the same global pixels
+    torch.testing.assert_close(gaussian_noise(0, 0, INIT_STEP, (1, 1, 2, 3), 1)[0],
+                               want[1:, 1:], atol=0, rtol=0)
+
+
+#: gaussian_noise(seed 0, level 0, INIT_STEP, rows 0-1, columns 0-2, one channel), recorded
+#: from noise.py at commit 98c3d69 (SplitMix64 counter hash + Box-Muller)
+NOISE_0_0_INIT = [[1.6937963962554932, 0.11595749109983444, 2.4920899868011475],
+                  [3.1171929836273193, 1.0246232748031616, -1.293099045753479]]
+
+
+def test_fine_level_keeps_the_coarse_level_lows():
+    """Kills no_blend: with the coarse-to-fine blend, the finished fine level's down2 stays
+    close to the coarse level it was blended with; without it the fine level is a fresh,
+    unrelated sample."""
+    idx = PatchIndex.from_image(_texture(), P)
+    den = make_denoise(idx, patch_size=P, rho=0.2, backend="exact")
+    coarse = sample_level(den, box=(0, 0, 20, 22), channels=3, seed=2, level=0,
+                          sigmas=flow_linear(6), eta=0.0)
+    from gigapatch.diffusion.generator import upsample_to_box
+
+    up = upsample_to_box(coarse, (0, 0), (0, 0, 40, 44))
+    fine = sample_level(den, box=(0, 0, 40, 44), channels=3, seed=2, level=1,
+                        sigmas=flow_linear(6), eta=0.0, coarse_up=up)
+    free = sample_level(den, box=(0, 0, 40, 44), channels=3, seed=2, level=1,
+                        sigmas=flow_linear(6), eta=0.0)
+    err = (down2(fine) - coarse)[:, 3:-3, 3:-3].pow(2).mean().sqrt()
+    err_free = (down2(free) - coarse)[:, 3:-3, 3:-3].pow(2).mean().sqrt()
+    assert float(err) < 0.5 * float(err_free), (float(err), float(err_free))
+
+
+def test_image_denoise_reads_exactly_p_minus_1_pixels_around_a_pixel():
+    """Kills halo_short_exact: the receptive field of one denoiser call, measured. A pixel's
+    output changes when an input pixel P - 1 away changes and is bit-identical when one P
+    away does: ``generator.step_radius`` (and so ``level_halo``) must be P - 1."""
+    from gigapatch.diffusion.generator import step_radius
+
+    idx = PatchIndex.from_image(_texture(), P)
+    x = gaussian_noise(1, 0, 0, (0, 0, 21, 21), 3) * 0.5
+
+    def den(img):
+        return make_denoise(idx, patch_size=P, rho=math.inf, backend="exact")(img, 0.5)
+
+    base = den(x)
+    for dist, changes in ((P - 1, True), (P, False)):
+        y = x.clone()
+        y[:, 10, 10 + dist] += 1.0
+        diff = float((den(y)[:, 10, 10] - base[:, 10, 10]).abs().max())
+        assert (diff > 1e-6) == changes, (dist, diff)
+    assert step_radius(P) == P - 1
+    assert level_halo(P, 3, blended=False) == 3 * (P - 1)
+
+
+@pytest.mark.parametrize("stride", [2, 6])
+def test_fast_window_with_halo_matches_whole_image_and_a_short_halo_does_not(stride):
+    """Tiled == whole for the fast backend, with its negative control: the window with
+    ``level_halo + fast_extra_halo`` reproduces the whole image's core, one with a quarter
+    of that halo does not (so the equality is not a window that sees everything)."""
+    idx = PatchIndex.from_image(_texture(), P)
+    steps = 4
+    h, w = 64, 70
+
+    def run(box):
+        lv = build_fast_level(idx, pca_dims=6, dictionary_size=32)
+        dn = FastDenoiser(lv, patch_size=P, rho=0.2, params=FastParams(
+            candidates=4, broad_steps=1, query_stride=stride, probes=2,
+            broad_stride=max(2, stride)))
+        return sample_level(dn, box=box, channels=3, seed=5, level=1,
+                            sigmas=flow_linear(steps), eta=0.0)
+
+    whole = run((0, 0, h, w))
+    need = level_halo(P, steps, blended=False) + fast_extra_halo(P, stride, steps)
+    core = (30, 32, 36, 38)
+    diffs = {}
+    for halo in (need, need // 4):
+        box = (core[0] - halo, core[1] - halo, core[2] + halo, core[3] + halo)
+        assert box[0] > 0 and box[1] > 0 and box[2] < h and box[3] < w
+        win = run(box)
+        diffs[halo] = float((win[:, halo:halo + 6, halo:halo + 6]
+                             - whole[:, core[0]:core[2], core[1]:core[3]]).abs().max())
+    assert diffs[need] <= 1e-4, diffs
+    assert diffs[need // 4] > 1e-2, diffs
