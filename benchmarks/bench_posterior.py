@@ -67,7 +67,7 @@ def _exact_stats(xq, patches, log_counts, sq_norms, a: float, s: float, support)
     best = w.argmax(1)
     top1 = torch.stack([(u == best[i]).any() for i, u in enumerate(uniq)])
     # the exact posterior restricted to the same support: what correct weights would give
-    on_support = torch.stack([(w[i, u] / w[i, u].sum()) @ patches[u].double()
+    on_support = torch.stack([torch.softmax(logits[i, u], 0) @ patches[u].double()
                               for i, u in enumerate(uniq)]).float()
     return means, ess, mass, top1, on_support
 
