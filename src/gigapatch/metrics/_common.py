@@ -66,14 +66,7 @@ def as_image(
             f"(H, W, C), got {type(img).__name__}; read files first (e.g. with "
             "gigapatch.storage.read_image)"
         )
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    elif t.dtype == torch.bool:
-        t = t.float()
-    elif t.dtype == torch.int32 or t.dtype == torch.int64 or t.dtype == torch.int16:
-        t = t.float()
-    else:
-        t = t.float()
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()  # bool -> 0/1
     if t.ndim == 2:
         t = t[:, :, None]
     if t.ndim != 3:

@@ -1,8 +1,14 @@
-"""Reading and writing images (and, with the tiled pipeline, run stores and pyramids).
+"""All file I/O: images, run stores, pyramids, patch index folders (docs/file-formats.md).
+
+Every file write goes through :func:`atomic_path` (storage/atomic.py) and every float
+image is made 8- or 16-bit by :func:`quantise` / :func:`quantise_model` (storage/quantise.py).
+Patch index folders: :mod:`gigapatch.storage.patch_index_io` (imported on demand: it needs
+torch).
 
 Import rule: storage may use ``gigapatch.tiling``; it never imports diffusion or pipeline.
 """
 
+from .atomic import atomic_path, atomic_write_text
 from .imageio import (
     DEFAULT_MAX_INPUT_PIXELS,
     WRITE_SUFFIXES,
@@ -12,8 +18,13 @@ from .imageio import (
     read_image,
     write_image,
 )
+from .quantise import quantise, quantise_model
 
 __all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "quantise",
+    "quantise_model",
     "DEFAULT_MAX_INPUT_PIXELS",
     "WRITE_SUFFIXES",
     "ImageInfo",
