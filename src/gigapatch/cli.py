@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
             raise
     else:
         cli_eval.add_eval_parser(sub)
+    from .cli_batch import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 

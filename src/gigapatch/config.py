@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ __all__ = [
     "OutputConfig",
     "TilingConfig",
     "ClusterConfig",
+    "HpcConfig",
     "load_config",
     "config_hash",
     "PRESET_DIR",
@@ -150,6 +152,43 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class HpcConfig:
+    """Batch jobs on an HPC scheduler (``gigapatch batch --cluster slurm|pbs|lsf|sge``)."""
+
+    queue: str | None = None
+    account: str | None = None
+    cores: int = 4
+    memory: str = "16GB"
+    walltime: str = "01:00:00"
+    processes: int = 1
+    gpus_per_job: int = 0
+    jobs: int = 1
+    adaptive_min: int = 0
+    adaptive_max: int = 0
+    interface: str | None = None
+    local_directory: str | None = None
+    job_extra: str | None = None
+    job_prologue: str | None = None
+
+    def validate(self) -> None:
+        _check(self.cores >= 1, "hpc.cores", self.cores, "an integer >= 1")
+        _check(self.processes >= 1 and self.processes <= self.cores, "hpc.processes",
+               self.processes, "an integer in 1..hpc.cores")
+        _check(self.gpus_per_job >= 0, "hpc.gpus_per_job", self.gpus_per_job,
+               "an integer >= 0")
+        _check(self.jobs >= 1, "hpc.jobs", self.jobs, "an integer >= 1")
+        _check(self.adaptive_min >= 0, "hpc.adaptive_min", self.adaptive_min,
+               "an integer >= 0")
+        _check(self.adaptive_max == 0 or self.adaptive_max >= max(1, self.adaptive_min),
+               "hpc.adaptive_max", self.adaptive_max,
+               "0 (fixed hpc.jobs) or an integer >= max(1, hpc.adaptive_min)")
+        _check(bool(re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", self.memory, re.I)),
+               "hpc.memory", self.memory, "a size such as 16GB or 64GiB")
+        _check(bool(re.fullmatch(r"(\d+-)?\d{1,3}(:\d{2}){0,2}", self.walltime)),
+               "hpc.walltime", self.walltime, "a time such as 01:00:00 or 2-00:00:00")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: one frozen dataclass per section."""
 
@@ -158,6 +197,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    hpc: HpcConfig = field(default_factory=HpcConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
