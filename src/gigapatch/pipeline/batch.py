@@ -109,10 +109,10 @@ def is_done(batch_dir: str | os.PathLike, job: BatchJob) -> bool:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    from ..storage import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _write_done(batch_dir: str, job: BatchJob, seconds: float) -> None:
