@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is false)")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:  # not item.keywords: a parametrize id "gpu" is a keyword too
             item.add_marker(skip)
 
 
