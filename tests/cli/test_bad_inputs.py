@@ -172,3 +172,26 @@ def test_multiband_reference_gives_a_multiband_tiff(tmp_path, capsys, ref_u8):
     assert "4-band" in out
     r, info = read_image(tmp_path / "o.tif")
     assert r.shape == (20, 24, 4) and not info.had_alpha
+
+
+def test_readme_troubleshooting_quotes_are_the_printed_messages(tmp_path, capsys):
+    """The README's troubleshooting table quotes these messages (X = the file, N = the
+    seed): each is what the CLI prints."""
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    stack = _corpus(tmp_path, "multipage")
+    nan = _corpus(tmp_path, "float_nan")
+    lab = tmp_path / "lab.tif"
+    tifffile.imwrite(lab, np.zeros((20, 24, 3), np.uint8), photometric="cielab")
+    i16 = tmp_path / "i16.tif"
+    tifffile.imwrite(i16, np.full((20, 24), 7, np.int16))
+    cases = [(stack, [], "reference X has 3 pages; pick one with --page N (0..2)"),
+             (nan, [], "reference X holds NaN or infinite values"),
+             (lab, [], "reference X is a CIELAB TIFF"),
+             (i16, [], "has int16 samples"),
+             (stack, ["--seed", "-5"], "--seed N: the seed must lie in 0..2**63-1")]
+    for path, extra, quoted in cases:
+        assert f"`{quoted}`" in readme, quoted
+        code, _, err = _run(capsys, ["generate", path, "-o", tmp_path / "o.png", *extra])
+        _assert_user_error(code, err)
+        printed = err.replace(str(path), "X").replace("-5", "N")
+        assert quoted in printed, (quoted, printed)

@@ -164,12 +164,14 @@ def _is_tiff(path: Path) -> bool:
         return False
 
 
-def _to_unit_float(a: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False) \
+        -> tuple[np.ndarray, int]:
     """Samples -> float32 in [0, 1], plus the bit depth they had.
 
-    uint8 / uint16 are scaled by 255 / 65535; other non-negative integers are taken as
-    8-bit when their maximum is <= 255, else as 16-bit when <= 65535 (arrays); floats must
-    be finite and lie in [0, 1] (a 1e-3 slack is clipped).
+    uint8 / uint16 are scaled by 255 / 65535; with ``any_int`` (in-memory arrays) other
+    non-negative integers are taken as 8-bit when their maximum is <= 255, else as 16-bit
+    when <= 65535 (files with signed or 32-bit samples are refused: their range is not an
+    image's); floats must be finite and lie in [0, 1] (a 1e-3 slack is clipped).
     """
     if a.dtype == np.uint8:
         return a.astype(np.float32) / np.float32(255), 8
@@ -177,7 +179,7 @@ def _to_unit_float(a: np.ndarray, name: str) -> tuple[np.ndarray, int]:
         return a.astype(np.float32) / np.float32(65535), 16
     if a.dtype == np.bool_:
         return a.astype(np.float32), 1
-    if a.dtype.kind in "iu":
+    if a.dtype.kind in "iu" and any_int:
         lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
         if lo < 0 or hi > 65535:
             raise GigapatchError(f"{name} has {a.dtype.name} values in [{lo}, {hi}]; integer "
@@ -580,5 +582,5 @@ def coerce_image(image: Any, *, name: str = "reference") -> tuple[np.ndarray, tu
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
         raise GigapatchError(f"{name} array of shape {tuple(arr.shape)}: expected (H, W) or "
                              f"(H, W, C) with C >= 1 channels last")
-    a, _ = _to_unit_float(arr, f"{name} array")
+    a, _ = _to_unit_float(arr, f"{name} array", any_int=True)
     return np.ascontiguousarray(a, dtype=np.float32), tuple(notes)
