@@ -24,11 +24,13 @@ from .diffusion.levels import LevelShape, auto_level_count, patch_count, plan_le
 from .diffusion.patch_index import PatchIndex, patch_set_bytes
 from .diffusion.pyramid import gaussian_pyramid
 from .diffusion.schedules import flow_linear
+from .diffusion.symmetry import MirroredDenoiser
+from .diffusion.torus import PeriodicDenoiser, Wrap, periodic_size, periodic_up2
 from .errors import GigapatchError
 
 __all__ = ["generate", "resolve_size", "plan_levels", "resolve_device", "as_config",
            "load_reference", "LevelPlan", "sample_levels", "prepare", "denoiser_settings",
-           "build_level_denoiser", "level_backend"]
+           "build_level_denoiser", "level_backend", "output_size"]
 
 #: outputs above this many pixels need the tiled pipeline
 MAX_GLOBAL_PIXELS = 2**31
@@ -109,6 +111,20 @@ def plan_levels(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config
                       patch_count(s.ref_hw, p)) for s in shapes]
 
 
+def output_size(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config) \
+        -> tuple[int, int]:
+    """The output size a run uses: ``out_hw``, with the wrapped sides of a tileable run
+    rounded up to a multiple of ``2 ** (levels - 1)`` (``diffusion.torus.periodic_size``:
+    each level of a torus must be exactly half the next). Refuses too-small sizes."""
+    wrap = Wrap.parse(config.sampler.tileable)
+    while True:
+        plan = plan_levels(ref_hw, out_hw, config)
+        hw = periodic_size(out_hw, len(plan), wrap)
+        if hw == out_hw:
+            return hw
+        out_hw = hw
+
+
 def load_reference(reference: Any, *, max_pixels: int = 400_000_000,
                    page: int | None = None) -> np.ndarray:
     """A reference as float32 (H, W, C) in [0, 1] from a path, an array or a PIL image.
@@ -141,7 +157,8 @@ def prepare(reference: Any, size: Sequence[int] | None,
     cfg = as_config(check_config(config))
     dev = resolve_device(device)
     ref = load_reference(reference, max_pixels=cfg.output.max_input_pixels, page=page)
-    return cfg, dev, ref, resolve_size(ref.shape[:2], size, scale)
+    out_hw = output_size(ref.shape[:2], resolve_size(ref.shape[:2], size, scale), cfg)
+    return cfg, dev, ref, out_hw
 
 
 def denoiser_settings(config: Config) -> dict[str, Any]:
@@ -319,6 +336,13 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
     ref_pyr = gaussian_pyramid(ref_t, len(plan))
     sigmas = flow_linear(sc.steps, sc.s_min)
     dn = denoiser_settings(cfg)
+    wrap = Wrap.parse(sc.tileable)
+    mirror = Wrap.parse(sc.symmetry)
+    if wrap and periodic_size(out_hw, len(plan), wrap) != tuple(out_hw):
+        raise GigapatchError(
+            f"a tileable output of {out_hw[1]}x{out_hw[0]} cannot wrap at every one of its "
+            f"{len(plan)} levels; use a size from api.output_size (sides that wrap must be "
+            f"multiples of {2 ** (len(plan) - 1)})")
     outs: list[torch.Tensor] = []
     level_backends = []
     for lp in plan:  # choose and check every level first: refuse before any work
@@ -348,13 +372,19 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
             backend = level_backends[lp.level]
             denoise = build_level_denoiser(ref_pyr[lp.level], backend, patch_size=p,
                                            rho=sc.rho, denoiser=dn)
-            coarse_up = None if coarse is None else upsample_to_box(coarse, (0, 0), box)
+            if wrap:
+                denoise = PeriodicDenoiser(denoise, p, wrap)
+            if mirror:
+                denoise = MirroredDenoiser(denoise, mirror)
+            coarse_up = None if coarse is None else periodic_up2(coarse, wrap)[:, :h, :w] \
+                if wrap else upsample_to_box(coarse, (0, 0), box)
             if bar is not None:
                 bar.set_description(f"level {lp.level + 1}/{len(plan)} ({w}x{h})")
             coarse = sample_level(denoise, box=box, channels=channels, seed=seed,
                                   level=lp.level, sigmas=sigmas, eta=sc.eta,
                                   coarse_up=coarse_up, device=dev,
-                                  callback=(lambda i: bar.update(1)) if bar else None)
+                                  callback=(lambda i: bar.update(1)) if bar else None,
+                                  wrap=wrap)
             outs.append(coarse)
     finally:
         if bar is not None:

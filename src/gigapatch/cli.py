@@ -156,6 +156,13 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--page", type=_page, metavar="N",
                    help="the page of a multi-page TIFF or the frame of an animated WebP/GIF "
                         "reference to use, from 0 (such files are refused without it)")
+    p.add_argument("--tileable", choices=("x", "y", "xy"),
+                   help="a seamless texture: left/right (x), top/bottom (y) or all edges (xy) "
+                        "meet when copies are laid side by side (sampler.tileable; wrapped "
+                        "sides are rounded up to a multiple of 2**(levels-1))")
+    p.add_argument("--symmetry", choices=("x", "y", "xy"),
+                   help="a mirror-symmetric output about the vertical (x) and/or horizontal "
+                        "(y) axis (sampler.symmetry; whole-image path only)")
     p.add_argument("--max-input-pixels", type=_positive_int, metavar="N",
                    help="refuse references with more pixels than this (decompression-bomb "
                         "guard; default output.max_input_pixels = 400000000)")
@@ -260,6 +267,9 @@ def _load_config(args: argparse.Namespace):
               if getattr(args, key, None) is not None}
     if output:
         cfg = cfg.replace(output=output)
+    for key in ("tileable", "symmetry"):
+        if getattr(args, key, None):
+            cfg = cfg.replace(sampler={key: getattr(args, key)})
     return cfg
 
 
@@ -295,8 +305,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     api.resolve_device(args.device, option="--device")
     ref_hw = ref.shape[:2]
-    out_hw = api.resolve_size(ref_hw, args.size, args.scale)
-    api.plan_levels(ref_hw, out_hw, cfg)  # refuses too-small references and outputs
+    asked = api.resolve_size(ref_hw, args.size, args.scale)
+    out_hw = api.output_size(ref_hw, asked, cfg)  # refuses too-small references and outputs
+    if out_hw != asked:
+        _note(args, f"note: a tileable output wraps at every pyramid level, so its size is "
+                    f"{out_hw[1]}x{out_hw[0]} (asked {asked[1]}x{asked[0]}; wrapped sides are "
+                    f"multiples of 2**(levels-1))")
     bit_depth = cfg.output.bit_depth
     outputs = [numbered_path(args.output, k, args.num_samples)
                for k in range(args.num_samples)]
@@ -351,7 +365,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .info import estimate_levels, format_bytes, format_table
 
     ref_hw = ref.shape[:2]
-    out_hw = api.resolve_size(ref_hw, args.size, args.scale)
+    out_hw = api.output_size(ref_hw, api.resolve_size(ref_hw, args.size, args.scale), cfg)
     plan = api.plan_levels(ref_hw, out_hw, cfg)
     sc, dn = cfg.sampler, cfg.denoiser
     est = estimate_levels(plan, patch_size=sc.patch_size, channels=info.channels,

@@ -54,6 +54,8 @@ class SamplerConfig:
     levels: int | Literal["auto"] = "auto"
     coarsest_ratio: float = 1.6
     mode: Literal["sample", "retarget"] = "sample"
+    tileable: Literal["none", "x", "y", "xy"] = "none"
+    symmetry: Literal["none", "x", "y", "xy"] = "none"
 
     def validate(self) -> None:
         _check(self.patch_size >= 3 and self.patch_size % 2 == 1, "sampler.patch_size",
@@ -68,6 +70,9 @@ class SamplerConfig:
                "sampler.levels", self.levels, "'auto' or an integer >= 1")
         _check(self.coarsest_ratio >= 1.0, "sampler.coarsest_ratio", self.coarsest_ratio,
                "a number >= 1 (coarsest short side / patch size)")
+        _check(self.tileable == "none" or self.mode == "sample", "sampler.tileable",
+               self.tileable, "none with sampler.mode=retarget (its coarsest level is the "
+               "resized reference, which does not wrap); use mode sample for a tileable output")
 
 
 @dataclass(frozen=True)

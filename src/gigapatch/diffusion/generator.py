@@ -20,6 +20,7 @@ from .patch_index import PatchIndex
 from .pyramid import BLUR_RADIUS, UP_RADIUS, up2
 from .sampling import Denoise, laplacian_blend, sample_ddim
 from .schedules import signal_scale
+from .torus import NO_WRAP, Wrap, periodic_blur2
 
 __all__ = ["make_denoise", "upsample_to_box", "sample_level", "step_radius", "level_halo",
            "coarse_box_for"]
@@ -150,7 +151,8 @@ def upsample_to_box(coarse: torch.Tensor, coarse_origin: tuple[int, int], box: B
 def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level: int,
                  sigmas: torch.Tensor, eta: float, coarse_up: torch.Tensor | None = None,
                  device: torch.device | str = "cpu",
-                 callback: Callable[[int], None] | None = None) -> torch.Tensor:
+                 callback: Callable[[int], None] | None = None,
+                 wrap: Wrap = NO_WRAP) -> torch.Tensor:
     """Sample one level over a window, from noise keyed by global coordinates.
 
     Parameters
@@ -171,6 +173,10 @@ def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level:
     device : torch.device or str
     callback : callable, optional
         Called after each denoiser call with the step index.
+    wrap : Wrap
+        Axes on which the window is a whole torus (a tileable level sampled in one piece):
+        the blend's blur wraps there. The denoiser wraps by itself
+        (``torus.PeriodicDenoiser``).
 
     Returns
     -------
@@ -185,6 +191,8 @@ def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level:
     def noise(i: int) -> torch.Tensor:
         return gaussian_noise(seed, level, i, box, channels, device=device)
 
-    blend = laplacian_blend(coarse_up) if coarse_up is not None else None
+    blur = (lambda x: periodic_blur2(x, wrap)) if wrap else None
+    blend = None if coarse_up is None else \
+        laplacian_blend(coarse_up, blur) if blur else laplacian_blend(coarse_up)
     return sample_ddim(denoise, x_init, sigmas, eta=eta, noise=noise, blend=blend,
                        callback=callback)

@@ -103,15 +103,18 @@ def sample_ddim(denoise: Denoise, x_init: torch.Tensor, sigmas: torch.Tensor, *,
     raise AssertionError("unreachable")
 
 
-def laplacian_blend(coarse_up: torch.Tensor) -> Blend:
+def laplacian_blend(coarse_up: torch.Tensor,
+                    blur: Callable[[torch.Tensor], torch.Tensor] = blur2) -> Blend:
     """The coarse-to-fine blend: keep x_hat's high frequencies, take the coarse lows.
 
-    ``x_tilde = x_hat - blur2(x_hat) + coarse_up`` (docs/method.md#coarse-to-fine).
+    ``x_tilde = x_hat - blur(x_hat) + coarse_up`` (docs/method.md#coarse-to-fine).
 
     Parameters
     ----------
     coarse_up : Tensor, shape (C, H, W)
         The finished coarser level, upsampled by 2 to this level's size.
+    blur : callable
+        The low-pass: ``pyramid.blur2``, or on a torus ``torus.periodic_blur2``.
 
     Returns
     -------
@@ -119,6 +122,6 @@ def laplacian_blend(coarse_up: torch.Tensor) -> Blend:
         ``blend(x_hat, i) -> x_tilde``.
     """
     def blend(x_hat: torch.Tensor, i: int) -> torch.Tensor:
-        return x_hat - blur2(x_hat) + coarse_up
+        return x_hat - blur(x_hat) + coarse_up
 
     return blend

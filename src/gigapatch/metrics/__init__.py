@@ -13,6 +13,7 @@ use raise :class:`gigapatch.errors.GigapatchError` with a message naming the inp
 * :func:`pixel_diversity`, :func:`pairwise_swd` - diversity over N samples
 * :func:`psnr`, :func:`max_abs_diff`, :func:`fidelity` - distance to the exact sampler
 * :func:`seam_score` - boundary / interior gradient ratio of a tiled output
+* :func:`wrap_seam_score` - the same across the wrap-around edge of a tileable output
 * :func:`evaluate`, :func:`format_table` - all of the above for one reference and its samples
 * :func:`list_images`, :func:`contact_sheet` - file helpers (CLI, bench); images are read
   with :func:`gigapatch.storage.read_image`
@@ -29,7 +30,7 @@ from gigapatch.metrics.fidelity import fidelity, max_abs_diff, psnr
 from gigapatch.metrics.frechet import patch_fd
 from gigapatch.metrics.nn import NNDistances, coherence, completeness, nn_patch_distances
 from gigapatch.metrics.report import DEFAULT_METRICS, METRICS, evaluate, format_table, list_images, summarize
-from gigapatch.metrics.seams import SeamScore, seam_score
+from gigapatch.metrics.seams import SeamScore, seam_score, wrap_seam_score
 from gigapatch.metrics.sheet import contact_sheet
 from gigapatch.metrics.swd import patch_swd
 
@@ -52,6 +53,7 @@ __all__ = [
     "max_abs_diff",
     "fidelity",
     "seam_score",
+    "wrap_seam_score",
     "evaluate",
     "summarize",
     "format_table",

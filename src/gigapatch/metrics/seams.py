@@ -18,7 +18,7 @@ from gigapatch.errors import GigapatchError
 from gigapatch.device import resolve_device
 from gigapatch.metrics._common import as_image
 
-__all__ = ["SeamScore", "seam_score"]
+__all__ = ["SeamScore", "seam_score", "wrap_seam_score"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +138,41 @@ def seam_score(
     allv = [img_ratio] + bands
     worst = max(allv, key=lambda v: abs(v - 1.0))
     return SeamScore(image=img_ratio, bands=bands, worst=worst)
+
+
+def wrap_seam_score(image: Any, *, axes: str = "xy", n_bands: int = 4,
+                    device: str | torch.device | None = "cpu") -> SeamScore:
+    """Seam score across the wrap-around edge of a tileable output.
+
+    The image is rolled by half its size along ``axes`` so that its wrap edge (last
+    column -> first column, last row -> first row) lies inside, then scored with
+    :func:`seam_score` with that edge as the only boundary. ~1.0: copies laid side by side
+    meet without a seam; a plain (non-periodic) output scores well above 1.
+
+    Parameters
+    ----------
+    image : numpy.ndarray or torch.Tensor
+        Shape (H, W) or (H, W, C).
+    axes : {"x", "y", "xy"}
+        The wrapped axes: x scores the left/right edge, y the top/bottom edge.
+    n_bands, device
+        As for :func:`seam_score`.
+
+    Returns
+    -------
+    SeamScore
+    """
+    if axes not in ("x", "y", "xy"):
+        raise GigapatchError(f"metrics: wrap seam axes must be x, y or xy, got {axes!r}")
+    dev = resolve_device(device)
+    x = as_image(image, name="image", device=dev)  # (C, H, W)
+    _, h, w = x.shape
+    sy = h // 2 if "y" in axes else 0
+    sx = w // 2 if "x" in axes else 0
+    rolled = torch.roll(x, shifts=(sy, sx), dims=(1, 2)).permute(1, 2, 0)
+    # one boundary per wrapped axis, at the rolled wrap edge (between sy - 1 and sy);
+    # an unwrapped axis gets a period longer than the image (no boundary)
+    th = h if sy else h + 1
+    tw = w if sx else w + 1
+    return seam_score(rolled, tile_size=(th, tw), origin=(sy, sx), n_bands=n_bands,
+                      device=dev)

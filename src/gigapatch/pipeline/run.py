@@ -279,6 +279,12 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
     t_start = time.perf_counter()
     seed = check_seed(seed)
     cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device)
+    for key in ("tileable", "symmetry"):
+        if getattr(cfg.sampler, key) != "none":
+            raise GigapatchError(
+                f"sampler.{key}={getattr(cfg.sampler, key)} is not supported by the tiled "
+                f"pipeline yet; write a .png of at most tiling.global_max_pixels pixels "
+                f"(whole-image path) or drop --{key}")
     ref_hw = ref.shape[:2]
     fmt_ = output_format(output, fmt)
     out_path = Path(output) if output is not None else None
