@@ -1,5 +1,5 @@
 """Mirror-symmetric outputs: after every denoiser call one half of x_hat is mirrored onto
-the other (docs/ALGORITHM.md section 6, "Symmetric").
+the other (docs/method.md#tileable-and-symmetric-outputs).
 
 The sampler's last step returns the denoiser's (mirrored) output, so the result is exactly
 symmetric; the earlier mirrors keep the whole trajectory symmetric so that the two halves

@@ -1,4 +1,5 @@
-"""Periodic (tileable) levels: the sampler on a torus.
+"""Periodic (tileable) levels: the sampler on a torus
+(docs/method.md#tileable-and-symmetric-outputs).
 
 A tileable output is sampled with every level on a torus along the wrapped axes: patches
 wrap around, the fold wraps, the blend's blur and the coarse-to-fine upsampling wrap, and
