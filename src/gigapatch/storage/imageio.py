@@ -131,28 +131,8 @@ def _quantise_for_write(array: np.ndarray, bit_depth: int) -> np.ndarray:
     return quantise(a, bit_depth)
 
 
-def _write_bands_tiff(p: Path, q: np.ndarray, dpi: float | None) -> None:
-    """(H, W, C) with C not 1 or 3 -> a deflate TIFF whose extra samples are marked
-    "unspecified" (bands, not alpha): RGB + extra bands for C > 3, grey + bands for C = 2."""
-    import tifffile
-
-    c = q.shape[2]
-    photometric, colours = ("rgb", 3) if c > 3 else ("minisblack", 1)
-    kw: dict = dict(photometric=photometric, planarconfig="contig", compression="zlib",
-                    predictor=True, extrasamples=["unspecified"] * (c - colours),
-                    metadata=None)
-    if dpi:
-        kw.update(resolution=(dpi, dpi), resolutionunit="INCH")
-    try:
-        with atomic_path(p) as tmp:
-            tifffile.imwrite(tmp, q, **kw)
-    except OSError as exc:
-        raise GigapatchError(f"cannot write output {p} ({exc.strerror or exc}); check that "
-                             f"the folder is writable and the disk is not full") from None
-
-
 def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 8,
-                dpi: float | None = None) -> Path:
+                dpi: float | None = None, metadata=None) -> Path:
     """Write an image in [0, 1] as PNG, JPEG or plain TIFF (by suffix), atomically.
 
     Parameters
@@ -167,7 +147,11 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
     bit_depth : int
         8 or 16 bits per channel (16 not for JPEG).
     dpi : float, optional
-        Resolution tag for printing.
+        Resolution for printing (shorthand for ``metadata=OutputMetadata(dpi=dpi)``).
+    metadata : OutputMetadata, optional
+        Resolution (DPI or microscopy pixel size), ICC profile; in TIFF also GeoTIFF keys,
+        nodata and band names. A resolution nobody set is not written (PNG: no ``pHYs``,
+        JPEG: no density, TIFF: the required tags say 1/1 with unit NONE).
 
     The image is written to ``.<name>.tmp-<pid>`` in the target folder and renamed over
     ``path`` once complete; on any failure the temporary file is removed
@@ -180,31 +164,22 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
     """
     import pyvips
 
+    from .metadata import OutputMetadata
+
     p = Path(os.fspath(path))
     q = _quantise_for_write(array, bit_depth)
     fmt = _output_format(p, bit_depth, q.shape[2])
+    meta = metadata if metadata is not None else OutputMetadata(dpi=dpi or None)
     problem = _folder_problem(p.parent, p)
     if problem:
         raise GigapatchError(f"cannot write output {p}: {problem}")
-    if q.shape[2] not in (1, 3):  # bands of a multi-band reference (e.g. RGB + NIR)
-        _write_bands_tiff(p, q, dpi)
-        return p
-    im = pyvips.Image.new_from_array(q)
-    if q.shape[2] == 3:
-        im = im.copy(interpretation="srgb" if bit_depth == 8 else "rgb16")
-    else:
-        im = im.copy(interpretation="b-w" if bit_depth == 8 else "grey16")
-    if dpi:
-        im = im.copy(xres=dpi / 25.4, yres=dpi / 25.4)  # libvips: pixels per millimetre
     try:
-        with atomic_path(p) as tmp, _quiet_vips():
-            if fmt == "png":
-                im.pngsave(str(tmp), compression=6)
-            elif fmt == "jpeg":
-                im.jpegsave(str(tmp), Q=95)
+        with atomic_path(p) as tmp:
+            if fmt == "tiff":
+                _write_flat_tiff(tmp, q, meta)
             else:
-                im.tiffsave(str(tmp), compression="deflate", predictor="horizontal",
-                            resunit="inch")
+                with _quiet_vips():
+                    _write_vips(tmp, q, fmt, bit_depth, meta, pyvips)
     except (pyvips.Error, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1:] or \
             [type(exc).__name__]
@@ -212,3 +187,56 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
         raise GigapatchError(f"cannot write output {p} ({reason}); check that the folder "
                              f"is writable and the disk is not full") from None
     return p
+
+
+def _write_flat_tiff(tmp: Path, q: np.ndarray, meta) -> None:
+    """One tiled TIFF page through the pyramid writer (portable deflate, metadata)."""
+    from .tiff import write_tiff_tifffile
+
+    h, w, c = q.shape
+    tile = 256 if max(h, w) > 256 else 16 * -(-max(h, w) // 16)
+
+    def band():
+        yield 0, np.ascontiguousarray(np.moveaxis(q, -1, 0))
+
+    write_tiff_tifffile(tmp, [band], [(h, w)], channels=c, dtype=q.dtype, tile=tile,
+                        compression="deflate", metadata=meta, bigtiff=False)
+
+
+def _write_vips(tmp: Path, q: np.ndarray, fmt: str, bit_depth: int, meta, pyvips) -> None:
+    im = pyvips.Image.new_from_array(q)
+    if q.shape[2] == 3:
+        im = im.copy(interpretation="srgb" if bit_depth == 8 else "rgb16")
+    else:
+        im = im.copy(interpretation="b-w" if bit_depth == 8 else "grey16")
+    res = meta.resolution(0)
+    if res:  # libvips: pixels per millimetre
+        ppmm = res[0] / (25.4 if res[1] == "INCH" else 10.0)
+        im = im.copy(xres=ppmm, yres=ppmm)
+    keep = []
+    if meta.icc:
+        im.set_type(pyvips.GValue.blob_type, "icc-profile-data", meta.icc)
+        keep.append("icc")
+    if fmt == "png":
+        im.pngsave(str(tmp), compression=6, keep=",".join(keep) or "none")
+        if not res:
+            _drop_png_chunks(tmp, {b"pHYs"})  # libvips always writes one (25.4 dpi)
+    else:
+        if res:
+            keep.append("exif")  # libvips writes the JPEG resolution in EXIF only
+        im.jpegsave(str(tmp), Q=95, keep=",".join(keep) or "none")
+
+
+def _drop_png_chunks(path: Path, kinds: set[bytes]) -> None:
+    """Remove the chunks named ``kinds`` from a PNG file, in place."""
+    import struct
+
+    data = path.read_bytes()
+    out, pos = [data[:8]], 8
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + n
+        if kind not in kinds:
+            out.append(data[pos:end])
+        pos = end
+    path.write_bytes(b"".join(out))

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import GigapatchError
 from .atomic import atomic_path
+from .metadata import OutputMetadata, geokey_tags
 
 __all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "COMPRESSIONS", "LAYOUTS"]
 
@@ -85,7 +86,8 @@ def _compression_args(compression: str, dtype: np.dtype) -> dict:
 def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shapes:
                         Sequence[tuple[int, int]], *, channels: int, dtype: str | np.dtype,
                         tile: int = 256, compression: str = "deflate",
-                        dpi: float | None = None, layout: str = "chain") -> Path:
+                        dpi: float | None = None, layout: str = "chain",
+                        metadata: OutputMetadata | None = None, bigtiff: bool = True) -> Path:
     """Write a pyramidal tiled BigTIFF from per-level band iterators.
 
     Parameters
@@ -97,13 +99,19 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
         ``r`` (full size first), ``band`` a multiple of ``tile`` except the last.
     shapes : sequence of (H_r, W_r)
     channels : int
-        1 (grey) or 3 (RGB).
+        1 (grey), 3 (RGB), or any other count (e.g. 4 = RGB + NIR: RGB with unspecified
+        extra samples, never alpha).
     dtype : uint8 or uint16
     tile : {256, 512}
     compression : {"none", "deflate", "zstd", "lzw", "jpeg"}
         A horizontal predictor is added for deflate, zstd and lzw.
     dpi : float, optional
-        Resolution tags (pixels per inch) on every level (scaled for reduced levels).
+        Resolution tags (pixels per inch) on every level (scaled for reduced levels); a
+        shorthand for ``metadata=OutputMetadata(dpi=dpi)``.
+    metadata : OutputMetadata, optional
+        Resolution (print DPI or microscopy pixel size, on every level, scaled), ICC
+        profile, GeoTIFF tags, GDAL nodata and band names (on level 0). Without any, the
+        resolution tags say "no unit" (1/1, unit NONE: TIFF requires the tags).
     layout : {"chain", "subifd"}
         Reduced levels as the next IFDs of the main chain (default: OpenSlide, GDAL/QGIS,
         tiffslide, pyvips and tifffile all see them) or as SubIFDs of level 0 (OME-TIFF
@@ -115,17 +123,28 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
     dt = np.dtype(dtype)
     comp = _compression_args(compression, dt)
     _check_layout(layout)
-    photometric = "rgb" if channels == 3 else "minisblack"
+    meta = metadata if metadata is not None else OutputMetadata(dpi=dpi or None)
+    photometric = "rgb" if channels >= 3 else "minisblack"
+    extra = {}
+    if channels not in (1, 3):  # e.g. RGB + NIR: extra samples are data, not alpha
+        extra["extrasamples"] = (0,) * (channels - (3 if channels >= 3 else 1))
+    geotags = geokey_tags(meta)
     with atomic_path(p) as tmp:
-        with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
+        with tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tw:
             for r, (h, w) in enumerate(shapes):
                 kw = dict(shape=(h, w, channels) if channels > 1 else (h, w), dtype=dt,
-                          tile=(tile, tile), photometric=photometric, metadata=None, **comp)
+                          tile=(tile, tile), photometric=photometric, metadata=None, **comp,
+                          **extra)
                 if channels > 1:
                     kw["planarconfig"] = "contig"
-                if dpi:
-                    kw.update(resolution=(dpi / 2 ** r, dpi / 2 ** r), resolutionunit="INCH")
+                res = meta.resolution(r)
+                if res:
+                    kw.update(resolution=(res[0], res[0]), resolutionunit=res[1])
                 if r == 0:
+                    if meta.icc:
+                        kw["iccprofile"] = meta.icc
+                    if geotags:
+                        kw["extratags"] = geotags
                     if layout == "subifd" and len(shapes) > 1:
                         kw["subifds"] = len(shapes) - 1
                 else:
@@ -140,12 +159,16 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
 def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarray]],
                     shape: tuple[int, int], *, channels: int, dtype: str | np.dtype,
                     tile: int = 256, compression: str = "deflate",
-                    dpi: float | None = None, layout: str = "chain") -> Path:
+                    dpi: float | None = None, layout: str = "chain",
+                    metadata: OutputMetadata | None = None) -> Path:
     """Write a pyramidal tiled BigTIFF with libvips from level 0's row bands.
 
     Level 0 goes to a raw temporary file first (``.NAME.raw-PID`` beside the output,
     removed afterwards); libvips reads it lazily and builds the pyramid itself, in the main
-    IFD chain (``layout="chain"``) or as SubIFDs (``"subifd"``).
+    IFD chain (``layout="chain"``) or as SubIFDs (``"subifd"``). ``metadata`` carries the
+    resolution and ICC profile; libvips cannot write GeoTIFF keys or non-alpha extra bands
+    (use the tifffile writer). libvips always writes a resolution: with none known, the
+    tags are rewritten afterwards to 1/1 with unit NONE, as the tifffile writer writes them.
     """
     import pyvips
 
@@ -153,6 +176,10 @@ def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarr
     dt = np.dtype(dtype)
     _compression_args(compression, dt)  # validates
     _check_layout(layout)
+    meta = metadata if metadata is not None else OutputMetadata(dpi=dpi or None)
+    if meta.is_georeferenced or meta.nodata is not None or channels not in (1, 3):
+        raise GigapatchError("output.writer=vips cannot write GeoTIFF keys, nodata or more "
+                             "than 3 bands; use output.writer=tifffile (the default)")
     if compression == "zstd":
         raise GigapatchError("output.compression=zstd: the libvips bundled with pyvips-binary "
                              "has no ZSTD support; use deflate, or output.writer=tifffile")
@@ -176,16 +203,40 @@ def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarr
             kw["predictor"] = "horizontal"
         if compression == "jpeg":
             kw["Q"] = 95
-        if dpi:
-            im = im.copy(xres=dpi / 25.4, yres=dpi / 25.4)  # pixels per millimetre
-            kw["resunit"] = "inch"
+        res = meta.resolution(0)
+        if res:
+            ppmm = res[0] / (25.4 if res[1] == "INCH" else 10.0)  # libvips: pixels per mm
+            im = im.copy(xres=ppmm, yres=ppmm)
+            kw["resunit"] = "inch" if res[1] == "INCH" else "cm"
+        if meta.icc:
+            im = im.copy()
+            im.set_type(pyvips.GValue.blob_type, "icc-profile-data", meta.icc)
+        else:
+            kw["keep"] = "none"
         with atomic_path(p) as tmp:
             im.tiffsave(str(tmp), **kw)
             del im
+            if not res:
+                _no_resolution(tmp)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(raw)
     return p
+
+
+def _no_resolution(path: Path) -> None:
+    """Rewrite every level's resolution tags in place to 1/1, unit NONE ("not known")."""
+    import tifffile
+
+    with tifffile.TiffFile(path, mode="r+b") as tf:
+        for level in tf.series[0].levels:
+            for page in level.pages:
+                tags = page.tags
+                if 296 in tags:
+                    tags[296].overwrite(1)
+                for code in (282, 283):
+                    if code in tags:
+                        tags[code].overwrite((1, 1))
 
 
 def tiff_levels(path: str | os.PathLike) -> list[tuple[int, int]]:
