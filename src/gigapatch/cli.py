@@ -144,6 +144,9 @@ def _add_size_options(p: argparse.ArgumentParser) -> None:
                    help="output size as a factor of the reference's: 1.5 for both sides, "
                         "or FXxFY for width and height apart: 2x1 doubles the width and "
                         "keeps the height")
+    g.add_argument("--print-size", metavar="WxH{cm,mm,in}",
+                   help="output size as a print, e.g. 60x40cm, at --dpi (or the "
+                        "reference's resolution): 60x40cm at 300 dpi is 7087x4724 px")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -181,15 +184,50 @@ def _add_tiled_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--cluster", metavar="ADDR",
                    help="address of a dask.distributed scheduler (default cluster.address); "
                         "the run dir must be on a path every worker sees")
-    t.add_argument("--format", choices=("tiff", "ome-zarr", "png"),
+    t.add_argument("--format", choices=("tiff", "cog", "dzi", "ome-zarr", "png"),
                    help="output format (default from the suffix: .tif pyramidal BigTIFF, "
-                        ".ome.zarr OME-Zarr 0.5, .png)")
+                        ".dzi Deep Zoom for OpenSeadragon, .ome.zarr OME-Zarr 0.5, .png); "
+                        "cog: Cloud-Optimized GeoTIFF (.tif; needs gigapatch[gis])")
     t.add_argument("--writer", choices=("tifffile", "vips"),
                    help="pyramidal TIFF writer (default output.writer)")
     t.add_argument("--layout", choices=("chain", "subifd"),
                    help="pyramidal TIFF levels in the main IFD chain (default: every reader "
                         "sees them) or as SubIFDs (OME-TIFF style; OpenSlide sees level 0 "
                         "only); default output.layout")
+
+
+def _add_metadata_options(p: argparse.ArgumentParser) -> None:
+    m = p.add_argument_group(
+        "output metadata", "the reference's ICC profile, resolution, georeferencing and band "
+        "names are carried into the output; these set or replace them")
+    m.add_argument("--dpi", type=_positive_float, metavar="N",
+                   help="print resolution in pixels per inch (default output.dpi, else the "
+                        "reference's; none is written when nobody knows it)")
+    m.add_argument("--pixel-size", metavar="LEN", dest="pixel_size",
+                   help="microscopy pixel size, e.g. 0.25um (OpenSlide/QuPath read it as "
+                        "microns per pixel)")
+    m.add_argument("--crs", metavar="EPSG:CODE", help="GeoTIFF CRS, e.g. EPSG:32633")
+    m.add_argument("--origin", metavar="X,Y",
+                   help="map coordinates of the top-left corner (pixel size: the "
+                        "reference's)")
+    m.add_argument("--bounds", metavar="W,S,E,N",
+                   help="map extent WEST,SOUTH,EAST,NORTH (sets corner and pixel size)")
+    m.add_argument("--nodata", type=float, metavar="V", help="GDAL nodata value")
+    m.add_argument("--no-metadata", dest="keep_metadata", action="store_false", default=None,
+                   help="do not carry the reference's ICC profile, resolution, "
+                        "georeferencing or band names")
+    m.add_argument("--preview", action="store_true", default=None,
+                   help="also write OUT.preview.jpg (1024 px long side)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no notes; still prints the files written")
     _add_tiled_options(g)
+    _add_metadata_options(g)
     g.set_defaults(func=_cmd_generate)
 
     i = sub.add_parser(
@@ -274,7 +313,8 @@ def _load_config(args: argparse.Namespace):
 
 
 #: CLI flags that set the output.KEY of the same name.
-_OUTPUT_FLAGS = ("layout",)
+_OUTPUT_FLAGS = ("layout", "dpi", "pixel_size", "crs", "origin", "bounds", "nodata",
+                 "keep_metadata", "preview")
 
 
 def _read_reference(args: argparse.Namespace, cfg):
@@ -301,9 +341,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     ref, info = _read_reference(args, cfg)
     from . import api
+    from .pipeline.outmeta import resolve_output_metadata
+    from .pipeline.run import output_format, should_tile
     from .storage import check_writable, numbered_path, write_image
+    from .storage.metadata import read_metadata
 
     api.resolve_device(args.device, option="--device")
+    name = str(args.output).lower().rstrip("/\\")
+    fmt = args.format or ("dzi" if name.endswith(".dzi") else
+                          "ome-zarr" if name.endswith(".zarr") else None)
+    special = fmt in ("ome-zarr", "cog", "dzi")  # always through the tiled pipeline
+    ref_meta = read_metadata(args.reference)
+    cfg = _resolve_bit_depth(cfg, info, args.output, fmt)
+    _apply_print_size(args, cfg, ref_meta)
     ref_hw = ref.shape[:2]
     asked = api.resolve_size(ref_hw, args.size, args.scale)
     out_hw = api.output_size(ref_hw, asked, cfg)  # refuses too-small references and outputs
@@ -311,19 +361,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         _note(args, f"note: a tileable output wraps at every pyramid level, so its size is "
                     f"{out_hw[1]}x{out_hw[0]} (asked {asked[1]}x{asked[0]}; wrapped sides are "
                     f"multiples of 2**(levels-1))")
-    bit_depth = cfg.output.bit_depth
+    bit_depth = cfg.output.bits()
+    meta = resolve_output_metadata(ref_meta, cfg, out_hw, ref.shape[2])
     outputs = [numbered_path(args.output, k, args.num_samples)
                for k in range(args.num_samples)]
-    from .pipeline.run import output_format, should_tile
 
-    zarr = args.format == "ome-zarr" or (not args.format and str(args.output).lower()
-                                         .rstrip("/\\").endswith(".zarr"))
-    if not zarr:
+    if not special:
         check_writable(outputs[0], bit_depth=bit_depth, channels=info.channels)
-    if zarr or should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or
-                                                          args.cluster)):
+    if special or should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or
+                                                             args.cluster)):
         output_format(args.output, args.format)
-        return _generate_tiled(args, cfg, ref, outputs)
+        return _generate_tiled(args, cfg, ref, outputs, meta)
     for out in outputs:  # before any expensive work
         check_writable(out, bit_depth=bit_depth, channels=info.channels)
     for k, out in enumerate(outputs):
@@ -333,14 +381,44 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         image = api.generate(ref, size=args.size, scale=args.scale, seed=seed, config=cfg,
                              device=args.device, progress=not args.quiet)
-        write_image(out, image, bit_depth=bit_depth, dpi=cfg.output.dpi)
+        write_image(out, image, bit_depth=bit_depth, metadata=meta)
         h, w = image.shape[:2]
-        print(f"wrote {out} ({w}x{h}, {_mode(image.shape[2])}, {bit_depth}-bit) "
-              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+        extra = meta.describe()
+        print(f"wrote {out} ({w}x{h}, {_mode(image.shape[2])}, {bit_depth}-bit"
+              f"{f', {extra}' if extra else ''}) in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+        if cfg.output.preview:
+            from .storage.quantise import quantise
+            from .storage.web import preview_path, write_preview
+
+            q = quantise(image, bit_depth)
+            print(f"  preview: {write_preview(preview_path(out), q)}", flush=True)
     return 0
 
 
-def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs) -> int:
+def _resolve_bit_depth(cfg, info, output, fmt):
+    """output.bit_depth=auto -> 16 for a 16-bit or float reference (8 for JPEG/DZI)."""
+    if cfg.output.bit_depth != "auto":
+        return cfg
+    bits = cfg.output.bits(info.bit_depth)
+    if str(output).lower().endswith((".jpg", ".jpeg")) or fmt == "dzi":
+        bits = 8
+    return cfg.replace(output={"bit_depth": bits})
+
+
+def _apply_print_size(args: argparse.Namespace, cfg, ref_meta) -> None:
+    """--print-size 60x40cm -> args.size in pixels at --dpi (or the reference's DPI)."""
+    if not getattr(args, "print_size", None):
+        return
+    from .storage.metadata import print_size_pixels
+
+    dpi = cfg.output.dpi or (ref_meta.dpi if cfg.output.keep_metadata else None)
+    args.size = print_size_pixels(args.print_size, dpi)
+    if not cfg.output.dpi and dpi:
+        _note(args, f"note: --print-size {args.print_size} at the reference's {dpi:g} dpi")
+
+
+def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs, meta=None) -> int:
     from .pipeline import run_tiled
 
     for k, out in enumerate(outputs):
@@ -352,7 +430,8 @@ def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs) -> int:
         result = run_tiled(ref, out, size=args.size, scale=args.scale, seed=seed, config=cfg,
                            device=args.device, run_dir=run_dir, tile=args.tile,
                            tiled=True if args.tiled else None, cluster=args.cluster,
-                           fmt=args.format, writer=args.writer, progress=not args.quiet)
+                           fmt=args.format, writer=args.writer, progress=not args.quiet,
+                           metadata=meta)
         for line in result.describe():
             print(line, flush=True)
     return 0
@@ -363,7 +442,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     ref, info = _read_reference(args, cfg)
     from . import api
     from .info import estimate_levels, format_bytes, format_table
+    from .storage.metadata import read_metadata
 
+    cfg = _resolve_bit_depth(cfg, info, "", None)
+    _apply_print_size(args, cfg, read_metadata(args.reference))
     ref_hw = ref.shape[:2]
     out_hw = api.output_size(ref_hw, api.resolve_size(ref_hw, args.size, args.scale), cfg)
     plan = api.plan_levels(ref_hw, out_hw, cfg)
@@ -374,7 +456,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
                           global_max_pixels=cfg.tiling.global_max_pixels)
     print(f"reference: {args.reference} ({info.describe()})")
     print(f"output:    {out_hw[1]}x{out_hw[0]}, {_mode(info.channels)}, "
-          f"{cfg.output.bit_depth}-bit")
+          f"{cfg.output.bits()}-bit")
     print(f"sampler:   P={sc.patch_size}, rho={sc.rho:g}, T={sc.steps}, eta={sc.eta:g}, "
           f"mode={sc.mode}, {len(plan)} level{'s' if len(plan) != 1 else ''} "
           f"(levels={sc.levels})")

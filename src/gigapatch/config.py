@@ -113,18 +113,47 @@ class DenoiserConfig:
 class OutputConfig:
     """What is written and how."""
 
-    bit_depth: Literal[8, 16] = 8
+    bit_depth: Literal[8, 16, "auto"] = "auto"
     compression: Literal["none", "deflate", "zstd", "lzw", "jpeg"] = "deflate"
     tiff_tile: Literal[256, 512] = 256
     writer: Literal["tifffile", "vips"] = "tifffile"
     layout: Literal["chain", "subifd"] = "chain"
     dpi: float | None = None
+    pixel_size: float | str | None = None
+    crs: str | None = None
+    origin: str | None = None
+    bounds: str | None = None
+    nodata: float | None = None
+    keep_metadata: bool = True
+    preview: bool = False
     max_input_pixels: int = 400_000_000
 
     def validate(self) -> None:
+        from .storage import metadata as md
+
         _check(self.max_input_pixels >= 1, "output.max_input_pixels", self.max_input_pixels,
                "an integer >= 1")
         _check(self.dpi is None or self.dpi > 0, "output.dpi", self.dpi, "a number > 0 or null")
+        for key, parse in (("pixel_size", md.parse_pixel_size), ("crs", md.parse_crs),
+                           ("origin", lambda v: md.parse_pair(v, "origin")),
+                           ("bounds", md.parse_bounds)):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    parse(value)
+                except GigapatchError as exc:
+                    raise GigapatchError(f"config key output.{key}: {exc}") from None
+        _check(not (self.dpi and self.pixel_size), "output.pixel_size", self.pixel_size,
+               "null when output.dpi is set (both set the resolution; give one)")
+        _check(not (self.origin and self.bounds), "output.bounds", self.bounds,
+               "null when output.origin is set (both place the image; give one)")
+
+    def bits(self, reference_bit_depth: int | None = None) -> int:
+        """Bits per sample of the output: ``bit_depth``, or for ``auto`` 16 when the
+        reference has more than 8 bits (16-bit or float), else 8."""
+        if self.bit_depth != "auto":
+            return int(self.bit_depth)
+        return 16 if reference_bit_depth and reference_bit_depth > 8 else 8
 
 
 @dataclass(frozen=True)

@@ -131,8 +131,8 @@ def check_page(page: Any, name: str = "page=") -> int | None:
 
 
 #: what ``--format`` means -> the output suffixes that hold it
-_FORMAT_SUFFIXES = {"png": (".png",), "tiff": (".tif", ".tiff"),
-                    "ome-zarr": (".ome.zarr", ".zarr")}
+_FORMAT_SUFFIXES = {"png": (".png",), "tiff": (".tif", ".tiff"), "cog": (".tif", ".tiff"),
+                    "dzi": (".dzi",), "ome-zarr": (".ome.zarr", ".zarr")}
 
 
 def check_output_format(output: str | os.PathLike, fmt: str | None,

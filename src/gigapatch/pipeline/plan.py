@@ -158,10 +158,10 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     out_shapes = tuple(output_level_shapes(out_hw, config.output.tiff_tile))
     key_data: dict[str, Any] = {
         "config": config_hash(config), "seed": seed, "ref": ref_digest,
-        "out_hw": list(out_hw), "tile": tile, "bit_depth": config.output.bit_depth,
+        "out_hw": list(out_hw), "tile": tile, "bit_depth": config.output.bits(),
         "levels": [[lv.mode, lv.backend, list(lv.out_hw)] for lv in levels],
         "output_shapes": [list(s) for s in out_shapes],
     }
     run_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     return RunPlan(tuple(ref_hw), tuple(out_hw), channels, seed, tile, tuple(levels),
-                   out_shapes, config.output.bit_depth, run_key)
+                   out_shapes, config.output.bits(), run_key)

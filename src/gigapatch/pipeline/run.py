@@ -22,8 +22,10 @@ import numpy as np
 
 from ..config import Config, config_hash
 from ..errors import GigapatchError
+from ..storage.metadata import OutputMetadata
 from ..storage.runstore import RunLock, RunStore
 from .graph import build_graph
+from .outmeta import resolve_output_metadata
 from .plan import RunPlan, make_plan
 from .progress import TileProgress
 from .tasks import TaskSpec
@@ -51,6 +53,8 @@ class TiledResult:
     seconds: dict[str, float] = field(default_factory=dict)
     level_seconds: dict[str, float] = field(default_factory=dict)
     output_bytes: int = 0
+    preview: Path | None = None
+    metadata: OutputMetadata | None = None
 
     def describe(self) -> list[str]:
         """Lines for the end of a CLI run: the file, its size, levels, how to view it."""
@@ -59,25 +63,40 @@ class TiledResult:
         if self.output is not None:
             mb = self.output_bytes / 2**20
             levels = ", ".join(f"{s[1]}x{s[0]}" for s in self.plan.output_shapes) \
-                if self.format in ("tiff", "ome-zarr") else f"{w}x{h}"
+                if self.format in ("tiff", "ome-zarr", "cog") else f"{w}x{h}"
+            extra = self.metadata.describe() if self.metadata is not None else ""
             lines.append(f"wrote {self.output} ({w}x{h}, {self.plan.channels} channel"
                          f"{'s' if self.plan.channels != 1 else ''}, {self.plan.bit_depth}-bit, "
+                         f"{f'{extra}, ' if extra else ''}"
                          f"{mb:,.1f} MiB) in {sum(self.seconds.values()):.1f} s")
-            if self.format in ("tiff", "ome-zarr"):
+            if self.format in ("tiff", "ome-zarr", "cog"):
                 lines.append(f"  levels: {levels}")
-            lines.append("  view: " + _how_to_view(self.output, self.format))
+            if self.preview is not None:
+                lines.append(f"  preview: {self.preview}")
+            lines.append("  view: " + how_to_view(self.output, self.format))
         lines.append(f"  run store: {self.run_dir} ({self.tasks_computed} of "
                      f"{self.tasks_total} tasks computed this time; delete it when done)")
         return lines
 
 
-def _how_to_view(path: Path, fmt: str | None) -> str:
+def how_to_view(path: Path, fmt: str | None) -> str:
+    """One line telling the user which tools open ``path`` (format ``fmt``)."""
     if fmt == "tiff":
-        return (f"`vips dzsave {path} tiles` or `vipsdisp {path}`; QuPath (File > Open); "
+        return (f"`vipsdisp {path}`; QuPath or any OpenSlide viewer (File > Open); "
                 f"QGIS (Layer > Add Raster Layer)")
+    if fmt == "cog":
+        return (f"QGIS (Layer > Add Raster Layer) or `gdalinfo {path}`; served over HTTP, "
+                f"GIS tools read it in ranges (/vsicurl/)")
+    if fmt == "dzi":
+        return (f"OpenSeadragon: serve the folder (`python -m http.server`) and give "
+                f"tileSources: '{Path(path).name}'")
     if fmt == "ome-zarr":
         return f"napari (`napari --plugin napari-ome-zarr {path}`), QuPath 0.6+, vizarr"
     return "any image viewer"
+
+
+#: output formats: --format name -> internal name
+FORMATS = {"tiff": "tiff", "cog": "cog", "dzi": "dzi", "ome-zarr": "ome-zarr", "png": "image"}
 
 
 def default_run_dir(output: str | os.PathLike | None) -> Path:
@@ -89,14 +108,23 @@ def default_run_dir(output: str | os.PathLike | None) -> Path:
 
 
 def output_format(output: str | os.PathLike | None, fmt: str | None = None) -> str | None:
-    """``tiff`` | ``ome-zarr`` | ``image`` (PNG/JPEG) from ``--format`` or the suffix."""
+    """``tiff`` | ``cog`` | ``dzi`` | ``ome-zarr`` | ``image`` (PNG/JPEG) from ``--format``
+    or the suffix."""
     if output is None:
         return None
     if fmt:
-        if fmt not in ("tiff", "ome-zarr", "png"):
-            raise GigapatchError(f"--format {fmt}: expected tiff, ome-zarr or png")
-        return "image" if fmt == "png" else fmt
+        if fmt not in FORMATS:
+            raise GigapatchError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+        if fmt in ("tiff", "cog") and not str(output).lower().endswith((".tif", ".tiff")):
+            raise GigapatchError(f"output {output}: --format {fmt} writes a TIFF; name it "
+                                 f"{Path(output).stem}.tif")
+        if fmt == "dzi" and not str(output).lower().endswith(".dzi"):
+            raise GigapatchError(f"output {output}: --format dzi writes NAME.dzi + NAME_files/; "
+                                 f"name it {Path(output).stem}.dzi")
+        return FORMATS[fmt]
     name = str(output).lower().rstrip("/")
+    if name.endswith(".dzi"):
+        return "dzi"
     if name.endswith(".ome.zarr") or name.endswith(".zarr"):
         return "ome-zarr"
     if name.endswith((".tif", ".tiff")):
@@ -133,8 +161,12 @@ def _check_output(path: Path, fmt: str, out_hw: tuple[int, int], bit_depth: int)
                                  f"PNG/JPEG held in memory; write a .tif (pyramidal BigTIFF) "
                                  f"or .ome.zarr")
         check_writable(path, bit_depth=bit_depth)
-    elif fmt == "tiff":
+    elif fmt in ("tiff", "cog"):
         check_writable(path, bit_depth=bit_depth)
+        if fmt == "cog":
+            from ..storage.cog import _need_rasterio
+
+            _need_rasterio()
     else:
         parent = path.absolute().parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):
@@ -197,16 +229,29 @@ def _accepts_n_workers(client) -> bool:
 
 
 def _write_output(store: RunStore, plan: RunPlan, path: Path, fmt: str, config: Config,
-                  writer: str | None) -> None:
+                  writer: str | None, meta: OutputMetadata) -> None:
     oc = config.output
     dtype = np.uint8 if plan.bit_depth == 8 else np.uint16
+    band = math.lcm(plan.tile, oc.tiff_tile)
     if fmt == "image":
         from ..storage.imageio import write_image
 
         q = np.asarray(store.array("output/0")[...])
         top = 255.0 if plan.bit_depth == 8 else 65535.0
         write_image(path, np.moveaxis(q, 0, -1).astype(np.float32) / np.float32(top),
-                    bit_depth=plan.bit_depth, dpi=oc.dpi)
+                    bit_depth=plan.bit_depth, metadata=meta)
+    elif fmt == "cog":
+        from ..storage.cog import write_cog
+
+        write_cog(path, [lambda r=r: store.output_bands(r, band)
+                         for r in range(len(plan.output_shapes))], plan.output_shapes,
+                  channels=plan.channels, dtype=dtype, tile=oc.tiff_tile,
+                  compression=oc.compression, metadata=meta)
+    elif fmt == "dzi":
+        from ..storage.web import write_dzi
+
+        write_dzi(path, store.output_bands(0, band), plan.out_hw, channels=plan.channels,
+                  dtype=dtype)
     elif fmt == "ome-zarr":
         from ..storage.omezarr import write_ome_zarr
 
@@ -214,17 +259,25 @@ def _write_output(store: RunStore, plan: RunPlan, path: Path, fmt: str, config: 
     else:
         from ..storage.tiff import write_tiff_tifffile, write_tiff_vips
 
-        band = math.lcm(plan.tile, oc.tiff_tile)
         if (writer or oc.writer) == "vips":
             write_tiff_vips(path, store.output_bands(0, band), plan.out_hw,
                             channels=plan.channels, dtype=dtype, tile=oc.tiff_tile,
-                            compression=oc.compression, dpi=oc.dpi, layout=oc.layout)
+                            compression=oc.compression, layout=oc.layout, metadata=meta)
         else:
             levels = [lambda r=r: store.output_bands(r, band)
                       for r in range(len(plan.output_shapes))]
             write_tiff_tifffile(path, levels, plan.output_shapes, channels=plan.channels,
                                 dtype=dtype, tile=oc.tiff_tile, compression=oc.compression,
-                                dpi=oc.dpi, layout=oc.layout)
+                                layout=oc.layout, metadata=meta)
+
+
+def _write_preview(store: RunStore, plan: RunPlan, path: Path) -> Path:
+    """``OUT.preview.jpg`` from the smallest output level whose long side is >= 1024."""
+    from ..storage.web import PREVIEW_SIDE, preview_path, write_preview
+
+    r = max([0] + [r for r, hw in enumerate(plan.output_shapes) if max(hw) >= PREVIEW_SIDE])
+    q = np.moveaxis(np.asarray(store.array(f"output/{r}")[...]), 0, -1)
+    return write_preview(preview_path(path), q)
 
 
 def _size_on_disk(path: Path) -> int:
@@ -240,7 +293,7 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
               tile: int | None = None, tiled: bool | None = True,
               cluster: str | None = None, workers: int | None = None,
               fmt: str | None = None, writer: str | None = None,
-              progress: bool = False) -> TiledResult:
+              progress: bool = False, metadata: OutputMetadata | None = None) -> TiledResult:
     """Generate one image tile by tile through a resumable run store.
 
     Parameters
@@ -265,12 +318,16 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
         Address of a dask.distributed scheduler (default ``cluster.address``).
     workers : int, optional
         Local worker threads (default ``cluster.workers``, else 1).
-    fmt : {"tiff", "ome-zarr", "png"}, optional
-        Output format (default: by suffix).
+    fmt : {"tiff", "cog", "dzi", "ome-zarr", "png"}, optional
+        Output format (default: by suffix; ``cog`` needs the ``gis`` extra).
     writer : {"tifffile", "vips"}, optional
         Pyramidal TIFF writer (default ``output.writer``).
     progress : bool
         tqdm bars per level on stderr.
+    metadata : OutputMetadata, optional
+        Resolution, ICC profile, georeferencing and band names of the output (default:
+        the reference file's, if ``reference`` is a path, with the ``output`` config keys
+        applied: :func:`gigapatch.pipeline.outmeta.resolve_output_metadata`).
     """
     from ..api import _to_tensor, denoiser_settings, prepare
 
@@ -288,8 +345,11 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
     ref_hw = ref.shape[:2]
     fmt_ = output_format(output, fmt)
     out_path = Path(output) if output is not None else None
+    preview = None
+    out_meta = metadata if metadata is not None else \
+        resolve_output_metadata(reference, cfg, out_hw, ref.shape[2])
     if out_path is not None:
-        _check_output(out_path, fmt_, out_hw, cfg.output.bit_depth)
+        _check_output(out_path, fmt_, out_hw, cfg.output.bits())
     import torch
 
     ref_model = _to_tensor(ref, torch.device("cpu")).numpy()  # (C, h, w) in [-1, 1]
@@ -339,11 +399,13 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
         nbytes = 0
         if out_path is not None:
             t0 = time.perf_counter()
-            _write_output(store, plan, out_path, fmt_, cfg, writer)
+            _write_output(store, plan, out_path, fmt_, cfg, writer, out_meta)
             seconds["write"] = time.perf_counter() - t0
             nbytes = _size_on_disk(out_path)
+            if cfg.output.preview:
+                preview = _write_preview(store, plan, out_path)
     return TiledResult(out_path, fmt_, rd, plan, total, len(graph.keys), seconds,
-                       dict(prog.seconds), nbytes)
+                       dict(prog.seconds), nbytes, preview, out_meta)
 
 
 def read_result(run_dir: str | os.PathLike, level: int | None = None,
