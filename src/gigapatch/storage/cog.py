@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import GigapatchError
-from .tiff import _atomic, _check_layout, write_tiff_tifffile
+from .atomic import atomic_path
+from .tiff import _check_layout, write_tiff_tifffile
 
 __all__ = ["write_cog", "have_gdal", "GDAL_COMPRESSION"]
 
@@ -86,7 +87,7 @@ def write_cog(path: str | os.PathLike, bands_per_level: Sequence, shapes:
             opts["PREDICTOR"] = "YES"
         if compression == "jpeg":
             opts["QUALITY"] = "95"
-        with _atomic(p) as tmp:
+        with atomic_path(p) as tmp:
             with rasterio.Env(GTIFF_SRS_SOURCE="EPSG"):
                 rasterio.shutil.copy(str(src), str(tmp), driver="COG", **opts)
     except rasterio.errors.RasterioError as exc:

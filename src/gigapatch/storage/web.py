@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import GigapatchError
-from .tiff import _atomic
+from .atomic import atomic_path
 
 __all__ = ["write_dzi", "write_preview", "preview_path", "PREVIEW_SIDE"]
 
@@ -121,6 +121,6 @@ def write_preview(path: str | os.PathLike, image: np.ndarray, *,
     scale = min(1.0, side / max(im.width, im.height))
     if scale < 1.0:
         im = im.resize(scale, kernel="lanczos3")
-    with _atomic(p) as tmp:
+    with atomic_path(p) as tmp:
         im.jpegsave(str(tmp), Q=85, keep="none")
     return p
