@@ -18,13 +18,22 @@ from .imageio import (
     read_image,
     write_image,
 )
+from .cog import write_cog
+from .metadata import OutputMetadata, read_metadata
 from .quantise import quantise, quantise_model
+from .web import preview_path, write_dzi, write_preview
 
 __all__ = [
     "atomic_path",
     "atomic_write_text",
     "quantise",
     "quantise_model",
+    "OutputMetadata",
+    "read_metadata",
+    "write_cog",
+    "write_dzi",
+    "write_preview",
+    "preview_path",
     "DEFAULT_MAX_INPUT_PIXELS",
     "WRITE_SUFFIXES",
     "ImageInfo",
