@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from affine import Affine
 from PIL import Image
 
 from gigapatch.errors import GigapatchError
@@ -133,6 +134,7 @@ def test_16_bit_reference_gives_16_bit_output_by_default():
 
 # --- GIS: GeoTIFF and COG ----------------------------------------------------------------
 
+GEO_AFFINE = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4650000.0)
 GEO = OutputMetadata(crs="EPSG:32633", transform=(500000.0, 10.0, 0.0, 4650000.0, 0.0, -10.0),
                      nodata=0.0, band_names=("red", "green", "blue", "nir"))
 
@@ -299,3 +301,26 @@ def test_cli_cog_from_a_georeferenced_reference(tmp_path, capsys):
         assert ds.crs.to_epsg() == 32633 and ds.nodata == 65535 and ds.dtypes[0] == "uint16"
         assert tuple(ds.transform)[:6] == (10.0, 0.0, 600000.0, 0.0, -10.0, 4000000.0)
         assert (ds.width, ds.height) == (48, 40)
+
+
+def test_cli_rgb_nir_16bit_geotiff_keeps_bands_type_and_names(tmp_path, capsys):
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    ref = tmp_path / "rgbn.tif"
+    rng = np.random.default_rng(4)
+    with rasterio.open(ref, "w", driver="GTiff", width=48, height=40, count=4, dtype="uint16",
+                       crs="EPSG:32633", transform=GEO_AFFINE, photometric="RGB") as ds:
+        ds.write(rng.integers(1, 4000, (4, 40, 48)).astype(np.uint16))
+        for i, n in enumerate(("red", "green", "blue", "nir"), start=1):
+            ds.set_band_description(i, n)
+    out = tmp_path / "o.tif"
+    rc, cap = _run([str(ref), "-o", str(out)], capsys)
+    assert rc == 0 and "bands red,green,blue,nir" in cap.out
+    with rasterio.open(out) as ds:
+        assert ds.count == 4 and ds.dtypes == ("uint16",) * 4
+        assert ds.descriptions == ("red", "green", "blue", "nir")
+        assert ds.colorinterp[3] == ColorInterp.undefined
+        assert ds.crs.to_epsg() == 32633
+        assert tuple(ds.transform)[:6] == tuple(GEO_AFFINE)[:6]
+        assert ds.read(4).std() > 0  # the NIR band was sampled, not left empty

@@ -64,7 +64,8 @@ class TiledResult:
             mb = self.output_bytes / 2**20
             levels = ", ".join(f"{s[1]}x{s[0]}" for s in self.plan.output_shapes) \
                 if self.format in ("tiff", "ome-zarr", "cog") else f"{w}x{h}"
-            extra = self.metadata.describe() if self.metadata is not None else ""
+            carried = self.metadata is not None and self.format in ("tiff", "cog", "image")
+            extra = self.metadata.describe() if carried else ""
             lines.append(f"wrote {self.output} ({w}x{h}, {self.plan.channels} channel"
                          f"{'s' if self.plan.channels != 1 else ''}, {self.plan.bit_depth}-bit, "
                          f"{f'{extra}, ' if extra else ''}"
