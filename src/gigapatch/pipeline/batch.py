@@ -168,7 +168,7 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
     ref = _REFERENCES.get(job.reference, job.ref_digest, cfg.output.max_input_pixels)
     h, w = job.out_hw
     image = generate(ref, size=(w, h), seed=job.seed, config=cfg, device=device)
-    write_image(job.output, image, bit_depth=cfg.output.bit_depth, dpi=cfg.output.dpi)
+    write_image(job.output, image, bit_depth=cfg.output.bits(), dpi=cfg.output.dpi)
     seconds = time.perf_counter() - t0
     _write_done(batch_dir, job, seconds)
     return {"seconds": seconds, "pixels": job.pixels, "pid": os.getpid()}

@@ -417,7 +417,7 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
                 problems.append(f"{where}: output: {exc}")
                 ok = False
             else:
-                bit_depth = cfg.output.bit_depth if cfg is not None else 8
+                bit_depth = cfg.output.bits() if cfg is not None else 8
                 problem = _writable_problem(outputs[0], fmt, bit_depth)
                 if problem:
                     problems.append(f"{where}: output: {problem}")
