@@ -65,6 +65,26 @@ def test_vips_pyramid_without_resolution_says_unit_none(tmp_path):
         assert np.array_equal(tf.pages[0].asarray(), levels[0])
 
 
+def test_vips_pyramid_carries_dpi_and_icc_and_refuses_geotiff_keys(tmp_path):
+    import tifffile
+
+    icc = _srgb_icc()
+    levels = _pyramid()
+    out = tmp_path / "v.tif"
+    write_tiff_vips(out, _bands(levels[0])(), levels[0].shape[:2], channels=3, dtype="uint8",
+                    tile=TILE, metadata=OutputMetadata(dpi=300, icc=icc))
+    with tifffile.TiffFile(out) as tf:
+        page = tf.pages[0]
+        x = page.tags["XResolution"].value
+        assert x[0] / x[1] == pytest.approx(300, abs=1e-3)
+        assert page.tags["ResolutionUnit"].value == 2
+        assert bytes(page.tags[34675].value) == icc
+    with pytest.raises(GigapatchError, match="writer=tifffile"):
+        write_tiff_vips(tmp_path / "g.tif", _bands(levels[0])(), levels[0].shape[:2],
+                        channels=3, dtype="uint8", tile=TILE,
+                        metadata=OutputMetadata(crs="EPSG:4326"))
+
+
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
 def test_dpi_and_icc_carried_from_a_reference(tmp_path, suffix):
     import tifffile
