@@ -259,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to compute: auto (the GPU if there is one), cpu or cuda")
     g.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no notes; still prints the files written")
+    m = g.add_argument_group(
+        "map stacks and alpha", "the maps of one material sampled together as one "
+        "multi-channel image, written as one aligned output per map (whole-image path)")
+    m.add_argument("--with", dest="maps", action="append", default=[], metavar="MAP",
+                   help="another map of the same material (normal, roughness, height, ...), "
+                        "the size of REF; repeatable; or a YAML list of maps (entries PATH or "
+                        "{path, weight, normal}). Written as OUT_<map name>.<suffix>")
+    m.add_argument("--map-weights", metavar="W,W,...",
+                   help="weight of each map in the patch match, REF first (default 1 for REF, "
+                        "0.5 for the others: REF drives the match)")
+    m.add_argument("--normalize-normals", action="store_true",
+                   help="renormalise normal maps to unit length on output (maps whose file "
+                        "name contains 'normal', or flagged normal: true in a YAML list)")
+    m.add_argument("--alpha", choices=("drop", "keep"), default="drop",
+                   help="keep: an alpha channel is sampled as a channel and written back as "
+                        "alpha (PNG/TIFF); drop (default): ignored with a note")
     _add_tiled_options(g)
     _add_metadata_options(g)
     g.set_defaults(func=_cmd_generate)
@@ -339,6 +355,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     check_seed(args.seed, "--seed", count=args.num_samples)
     check_output_format(args.output, args.format, "--format")
     cfg = _load_config(args)
+    if args.maps or args.alpha == "keep" or args.map_weights or args.normalize_normals:
+        return _generate_maps(args, cfg)
     ref, info = _read_reference(args, cfg)
     from . import api
     from .pipeline.outmeta import resolve_output_metadata
@@ -416,6 +434,91 @@ def _apply_print_size(args: argparse.Namespace, cfg, ref_meta) -> None:
     args.size = print_size_pixels(args.print_size, dpi)
     if not cfg.output.dpi and dpi:
         _note(args, f"note: --print-size {args.print_size} at the reference's {dpi:g} dpi")
+
+
+def _map_specs(args: argparse.Namespace) -> list:
+    from pathlib import Path
+
+    from .stacks import MapSpec, read_map_list
+
+    specs = [MapSpec(args.reference, normal="normal" in Path(args.reference).stem.lower())]
+    for m in args.maps:
+        if m.lower().endswith((".yaml", ".yml")):
+            specs += read_map_list(m)
+        else:
+            specs.append(MapSpec(m, normal="normal" in Path(m).stem.lower()))
+    if args.map_weights:
+        try:
+            w = [float(v) for v in args.map_weights.split(",")]
+        except ValueError:
+            w = []
+        if len(w) != len(specs) or not all(v > 0 for v in w):
+            raise GigapatchError(f"--map-weights {args.map_weights}: give {len(specs)} numbers "
+                                 f"> 0 separated by commas, one per map (REF first)")
+        specs = [MapSpec(s.path, v, s.normal) for s, v in zip(specs, w)]
+    if args.normalize_normals and not any(s.normal for s in specs):
+        raise GigapatchError("--normalize-normals: no normal map among the maps; name its "
+                             "file ...normal... or flag it normal: true in a YAML map list")
+    return specs
+
+
+def _generate_maps(args: argparse.Namespace, cfg) -> int:
+    """A map stack (REF + --with maps, or a reference whose alpha is kept): one aligned
+    output per map."""
+    from . import api
+    from .pipeline.run import should_tile
+    from .stacks import check_aligned, check_stack_fits, generate_maps, map_output_paths
+    from .storage import check_writable, numbered_path, read_image, write_image
+
+    specs = _map_specs(args)
+    arrays, alpha = [], []
+    for i, s in enumerate(specs):
+        a, info = read_image(s.path, max_pixels=cfg.output.max_input_pixels,
+                             what="reference" if i == 0 else "map",
+                             page=args.page if i == 0 else None, alpha=args.alpha)
+        for line in info.notes:
+            _note(args, line.removeprefix(f"{PROG}: "))
+        if i == 0:
+            cfg = _resolve_bit_depth(cfg, info, args.output, args.format)
+        arrays.append(a)
+        alpha.append(info.alpha_kept)
+    names = [s.path for s in specs]
+    check_aligned(arrays, names)
+    api.resolve_device(args.device, option="--device")
+    ref_hw = arrays[0].shape[:2]
+    asked = api.resolve_size(ref_hw, args.size, args.scale)
+    out_hw = api.output_size(ref_hw, asked, cfg)
+    if out_hw != asked:
+        _note(args, f"note: a tileable output wraps at every pyramid level, so its size is "
+                    f"{out_hw[1]}x{out_hw[0]} (asked {asked[1]}x{asked[0]}; wrapped sides are "
+                    f"multiples of 2**(levels-1))")
+    if args.format not in (None, "png") or should_tile(
+            out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or args.cluster)):
+        raise GigapatchError(f"map stacks and --alpha keep use the whole-image path: ask for at "
+                             f"most tiling.global_max_pixels={cfg.tiling.global_max_pixels} "
+                             f"pixels (got {out_hw[1]}x{out_hw[0]}) and drop the tiled options")
+    check_stack_fits(ref_hw, sum(a.shape[2] for a in arrays), cfg, names)
+    bit_depth = cfg.output.bit_depth
+    outputs = [map_output_paths(numbered_path(args.output, k, args.num_samples), names)
+               for k in range(args.num_samples)]
+    for paths in outputs:  # before any expensive work
+        for p, a, al in zip(paths, arrays, alpha):
+            check_writable(p, bit_depth=bit_depth, channels=a.shape[2], alpha=al)
+    for k, paths in enumerate(outputs):
+        seed = args.seed + k
+        if args.num_samples > 1:
+            _note(args, f"sample {k + 1}/{args.num_samples} (seed {seed})")
+        t0 = time.perf_counter()
+        images = generate_maps(arrays, specs=specs, normalize_normals=args.normalize_normals,
+                               size=args.size, scale=args.scale, seed=seed, config=cfg,
+                               device=args.device, progress=not args.quiet)
+        dt = time.perf_counter() - t0
+        for p, image, al in zip(paths, images, alpha):
+            write_image(p, image, bit_depth=bit_depth, dpi=cfg.output.dpi, alpha=al)
+            h, w = image.shape[:2]
+            mode = _mode(image.shape[2] - 1) + "+alpha" if al else _mode(image.shape[2])
+            print(f"wrote {p} ({w}x{h}, {mode}, {bit_depth}-bit) in {dt:.1f} s", flush=True)
+    return 0
 
 
 def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs, meta=None) -> int:

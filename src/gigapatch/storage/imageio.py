@@ -42,7 +42,7 @@ WRITE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg"
 # writing
 # --------------------------------------------------------------------------------------
 
-def _output_format(path: Path, bit_depth: int, channels: int = 3) -> str:
+def _output_format(path: Path, bit_depth: int, channels: int = 3, alpha: bool = False) -> str:
     fmt = WRITE_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         got = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
@@ -53,7 +53,13 @@ def _output_format(path: Path, bit_depth: int, channels: int = 3) -> str:
     if fmt == "jpeg" and bit_depth != 8:
         raise GigapatchError(f"output {path}: JPEG holds 8 bits only; write .png or .tif for "
                              f"16-bit output, or set output.bit_depth=8")
-    if channels not in (1, 3) and fmt != "tiff":
+    if alpha:
+        if channels not in (2, 4):
+            raise ValueError(f"an image with alpha has 2 or 4 channels, got {channels}")
+        if fmt == "jpeg":
+            raise GigapatchError(f"cannot write output {path}: JPEG has no alpha channel; "
+                                 f"write a .png or .tif to keep alpha, or drop --alpha keep")
+    elif channels not in (1, 3) and fmt != "tiff":
         raise GigapatchError(f"cannot write output {path}: the image has {channels} bands "
                              f"(like its reference), which {fmt.upper()} cannot hold; write "
                              f"a .tif")
@@ -68,7 +74,8 @@ def _folder_problem(folder: Path, path: Path) -> str | None:
     return None
 
 
-def check_writable(path: str | os.PathLike, *, bit_depth: int = 8, channels: int = 3) -> Path:
+def check_writable(path: str | os.PathLike, *, bit_depth: int = 8, channels: int = 3,
+                   alpha: bool = False) -> Path:
     """Check, before any expensive work, that ``path`` can be written by :func:`write_image`.
 
     Validates the suffix (and bit depth for it), that the folder exists, that ``path`` is
@@ -84,7 +91,7 @@ def check_writable(path: str | os.PathLike, *, bit_depth: int = 8, channels: int
     if p.is_dir():
         raise GigapatchError(f"cannot write output {p}: it is a folder; give a file name such "
                              f"as {p / 'out.png'}")
-    _output_format(p, bit_depth, channels)
+    _output_format(p, bit_depth, channels, alpha)
     folder = p.parent
     problem = _folder_problem(folder, p)
     if problem:
@@ -132,7 +139,8 @@ def _quantise_for_write(array: np.ndarray, bit_depth: int) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 8,
-                dpi: float | None = None, metadata=None) -> Path:
+                dpi: float | None = None, metadata=None,
+                alpha: bool = False) -> Path:
     """Write an image in [0, 1] as PNG, JPEG or plain TIFF (by suffix), atomically.
 
     Parameters
@@ -152,6 +160,9 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
         Resolution (DPI or microscopy pixel size), ICC profile; in TIFF also GeoTIFF keys,
         nodata and band names. A resolution nobody set is not written (PNG: no ``pHYs``,
         JPEG: no density, TIFF: the required tags say 1/1 with unit NONE).
+    alpha : bool
+        The last channel of a 2- or 4-channel image is alpha (grey+alpha / RGBA PNG or
+        TIFF; JPEG refused), not a band.
 
     The image is written to ``.<name>.tmp-<pid>`` in the target folder and renamed over
     ``path`` once complete; on any failure the temporary file is removed
@@ -168,14 +179,16 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
 
     p = Path(os.fspath(path))
     q = _quantise_for_write(array, bit_depth)
-    fmt = _output_format(p, bit_depth, q.shape[2])
+    fmt = _output_format(p, bit_depth, q.shape[2], alpha)
     meta = metadata if metadata is not None else OutputMetadata(dpi=dpi or None)
     problem = _folder_problem(p.parent, p)
     if problem:
         raise GigapatchError(f"cannot write output {p}: {problem}")
     try:
         with atomic_path(p) as tmp:
-            if fmt == "tiff":
+            if fmt == "tiff" and alpha:
+                _write_alpha_tiff(tmp, q)
+            elif fmt == "tiff":
                 _write_flat_tiff(tmp, q, meta)
             else:
                 with _quiet_vips():
@@ -203,9 +216,19 @@ def _write_flat_tiff(tmp: Path, q: np.ndarray, meta) -> None:
                         compression="deflate", metadata=meta, bigtiff=False)
 
 
+def _write_alpha_tiff(tmp: Path, q: np.ndarray) -> None:
+    """Grey+alpha or RGBA as a deflate TIFF whose last sample is unassociated alpha (map
+    stacks' ``--alpha keep``; no other metadata)."""
+    import tifffile
+
+    tifffile.imwrite(tmp, q, photometric="rgb" if q.shape[2] == 4 else "minisblack",
+                     planarconfig="contig", extrasamples=["unassalpha"], compression="zlib",
+                     predictor=True, metadata=None)
+
+
 def _write_vips(tmp: Path, q: np.ndarray, fmt: str, bit_depth: int, meta, pyvips) -> None:
     im = pyvips.Image.new_from_array(q)
-    if q.shape[2] == 3:
+    if q.shape[2] in (3, 4):  # 4: RGBA (alpha=True; other 4-band images go to TIFF)
         im = im.copy(interpretation="srgb" if bit_depth == 8 else "rgb16")
     else:
         im = im.copy(interpretation="b-w" if bit_depth == 8 else "grey16")

@@ -12,7 +12,8 @@ Which library reads what:
 What the reader does for the user, and says in ``ImageInfo.notes`` (the CLI prints them):
 
 - EXIF / TIFF orientation is applied (a phone photo comes out as a viewer shows it).
-- Alpha (grey+alpha, RGBA; 8- or 16-bit; associated alpha is un-premultiplied) is dropped.
+- Alpha (grey+alpha, RGBA; 8- or 16-bit; associated alpha is un-premultiplied) is dropped,
+  or with ``alpha="keep"`` kept as the last channel (``--alpha keep``).
 - CMYK is converted to RGB with the plain formula ``R = (1 - C)(1 - K)`` (no ICC profile).
 - A TIFF's extra samples that are NOT alpha (ExtraSamples "unspecified", e.g. an RGB + NIR
   GeoTIFF) are kept as bands: the image has C = 4 (or more) channels.
@@ -80,6 +81,7 @@ class ImageInfo:
     had_alpha: bool
     format: str
     notes: tuple[str, ...] = ()
+    alpha_kept: bool = False  # read with alpha="keep": the last channel is alpha
 
     @property
     def mode(self) -> str:
@@ -88,7 +90,8 @@ class ImageInfo:
 
     def describe(self) -> str:
         """One short phrase, e.g. ``"256x201, RGB, 8-bit PNG, alpha dropped"``."""
-        alpha = ", alpha dropped" if self.had_alpha else ""
+        alpha = ", alpha dropped" if self.had_alpha else ", alpha kept" if self.alpha_kept \
+            else ""
         return (f"{self.width}x{self.height}, {self.mode}, {self.bit_depth}-bit "
                 f"{self.format.upper()}{alpha}")
 
@@ -277,8 +280,8 @@ def _tiff_pages(tif) -> list:
     return [p for p in tif.pages if not (p.subfiletype & 0b101)]
 
 
-def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: dict) \
-        -> tuple[np.ndarray, ImageInfo]:
+def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: dict,
+               keep_alpha: bool = False) -> tuple[np.ndarray, ImageInfo]:
     import tifffile
 
     P = tifffile.PHOTOMETRIC
@@ -348,19 +351,20 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
             a = a.copy()
             a[:, :, :colours] = np.where(al > 0, np.clip(col / np.maximum(al, 1e-12), 0, 1),
                                          0)
-        a = a[:, :, keep]
+        a = a[:, :, keep + (alpha_idx[:1] if keep_alpha else [])]
     if photometric == P.SEPARATED:
         a = np.concatenate([_cmyk_to_rgb(a[:, :, :4]), a[:, :, 4:]], axis=2)
         notes.append(f"note: {path} is CMYK; it was converted to RGB with the plain formula "
                      f"(no colour profile), so colours may differ from a print preview")
-    if alpha_idx:
+    if alpha_idx and not keep_alpha:
         notes.append(_alpha_note(path, a.shape[2]))
     if orientation in _ORIENTATION_WORDS:
         a = apply_orientation(a, orientation)
         notes.append(_orientation_note(path, orientation))
     a = np.ascontiguousarray(a, dtype=np.float32)
-    info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth, bool(alpha_idx),
-                     "tiff", tuple(notes))
+    info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth,
+                     bool(alpha_idx) and not keep_alpha, "tiff", tuple(notes),
+                     bool(alpha_idx) and keep_alpha)
     return a, info
 
 
@@ -368,8 +372,8 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
 # PNG / JPEG / WebP / GIF: pyvips
 # --------------------------------------------------------------------------------------
 
-def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: dict) \
-        -> tuple[np.ndarray, ImageInfo] | None:
+def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: dict,
+               keep_alpha: bool = False) -> tuple[np.ndarray, ImageInfo] | None:
     """Read with pyvips; None when libvips cannot open the file at all."""
     import pyvips
 
@@ -421,7 +425,8 @@ def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: 
         notes.append(f"note: {path} is CMYK; it was converted to RGB with the plain formula "
                      f"(no colour profile), so colours may differ from a print preview")
     elif c in (2, 4):
-        a, had_alpha = a[:, :, :c - 1], True
+        if not keep_alpha:
+            a, had_alpha = a[:, :, :c - 1], True
     elif c != 1 and c != 3:
         raise GigapatchError(f"{name} has {c} channels; only grey, grey+alpha, RGB and RGBA "
                              f"are read from {fmt.upper()}, so save bands as a TIFF")
@@ -432,7 +437,7 @@ def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: 
         notes.append(_orientation_note(path, orientation))
     a = np.ascontiguousarray(a, dtype=np.float32)
     info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth, had_alpha, fmt,
-                     tuple(notes))
+                     tuple(notes), keep_alpha and c in (2, 4) and interpretation != "cmyk")
     return a, info
 
 
@@ -441,8 +446,8 @@ def _one_line(exc: Any) -> str:
 
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-               what: str = "image", page: int | None = None, words: str = "cli") \
-        -> tuple[np.ndarray, ImageInfo]:
+               what: str = "image", page: int | None = None, words: str = "cli",
+               alpha: str = "drop") -> tuple[np.ndarray, ImageInfo]:
     """Read a TIFF, PNG, JPEG, WebP or GIF image as float32 ``(H, W, C)`` in ``[0, 1]``.
 
     Parameters
@@ -463,6 +468,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
     words : {"cli", "api"}
         Whether messages name options as CLI flags (``--page N``) or API parameters
         (``page=N``).
+    alpha : {"drop", "keep"}
+        ``keep``: an alpha channel stays, as the last channel (RGBA -> 4, grey+alpha -> 2;
+        associated TIFF alpha is un-premultiplied first); ``had_alpha`` is then False.
 
     Returns
     -------
@@ -482,10 +490,13 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
     _check_file(p, what)
     if page is not None:
         page = _check_index(page, w["page"].split("N")[0].rstrip(" ="), words)
+    if alpha not in ("drop", "keep"):
+        raise ValueError(f"alpha must be 'drop' or 'keep', got {alpha!r}")
+    keep = alpha == "keep"
     if _is_tiff(p):
-        return _read_tiff(p, max_pixels, what, page, w)
+        return _read_tiff(p, max_pixels, what, page, w, keep)
     with _quiet_vips():
-        result = _read_vips(p, max_pixels, what, page, w)
+        result = _read_vips(p, max_pixels, what, page, w, keep)
     if result is not None:
         return result
     raise GigapatchError(f"{what} {p} is not a readable image (unknown format or corrupt "
