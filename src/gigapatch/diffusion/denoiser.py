@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .numerics import blas_invariant
 from .patch_index import PatchIndex
 
 __all__ = [
@@ -45,6 +46,7 @@ def _chunk_rows(budget_bytes: int, per_row_bytes: int, total: int) -> int:
     return max(1, min(total, budget_bytes // max(per_row_bytes, 1)))
 
 
+@blas_invariant
 def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
                          memory_budget_mb: float = 1024, dtype: str = "float32") -> torch.Tensor:
     """Posterior mean of clean patches given noisy patches, by chunked GEMM.
@@ -146,6 +148,7 @@ def _weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@blas_invariant
 def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
                          memory_budget_mb: float = 1024, dtype: str = "float32") -> torch.Tensor:
     """Posterior mean through ``scaled_dot_product_attention``.

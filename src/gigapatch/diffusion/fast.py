@@ -42,6 +42,7 @@ import torch
 
 from .denoiser import _DTYPES, fold_window, posterior_mean_exact
 from .noise import _mix, _srl, stream_key
+from .numerics import blas_invariant
 from .patch_index import PatchIndex
 from .schedules import signal_scale
 
@@ -133,6 +134,7 @@ def choose_backend(n_queries: int, n_entries: int, dim: int, device: torch.devic
 
 # --------------------------------------------------------------------------- level build
 
+@blas_invariant
 def _pca(patches: torch.Tensor, dims: int, max_rows: int = 2048) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:
     """Mean and top ``dims`` principal directions of (a regular subsample of) the patches.
@@ -157,6 +159,7 @@ def _pca(patches: torch.Tensor, dims: int, max_rows: int = 2048) -> tuple[torch.
     return mean, basis.to(torch.float32).contiguous()
 
 
+@blas_invariant
 def _nearest(q: torch.Tensor, keys: torch.Tensor, keys_sq: torch.Tensor, k: int,
              budget_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest keys (squared L2, ties to the lower id) for each query row, chunked."""
@@ -175,6 +178,7 @@ def _nearest(q: torch.Tensor, keys: torch.Tensor, keys_sq: torch.Tensor, k: int,
     return ids, dist
 
 
+@blas_invariant
 def build_fast_level(index: PatchIndex, *, pca_dims: int = 32, dictionary_size: int = 2048,
                      dtype: str = "float32", memory_budget_mb: float = 1024) -> FastLevel:
     """Precompute the reduced space and the broad-step dictionary of one level.
@@ -315,6 +319,7 @@ class FastDenoiser:
         self._grid: tuple | None = None
 
     # -- one call --------------------------------------------------------------------
+    @blas_invariant
     def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
         if s >= self._last_s:
             self._reset()

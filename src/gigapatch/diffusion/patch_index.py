@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .numerics import blas_invariant
+
 __all__ = ["PatchIndex", "extract_patches", "gather_patches", "patch_set_bytes"]
 
 
@@ -240,6 +242,7 @@ class PatchIndex:
         return PatchIndex(self.patches.to(device), self.log_counts.to(device),
                           self.sq_norms.to(device), self.patch_size, self.channels, *opt)
 
+    @blas_invariant
     def mean(self) -> torch.Tensor:
         """The multiplicity-weighted mean patch, shape (D,): the denoiser's output at a = 0."""
         w = torch.softmax(self.log_counts, 0)

@@ -1,0 +1,77 @@
+"""Thread-count-invariant linear algebra on the CPU.
+
+MKL, torch's BLAS on x86 CPUs, picks its partition of a GEMM by the number of threads it
+may use: with a long inner dimension (``W @ Y`` over 40 000 patches, ``C.T @ C`` in the
+PCA) it splits the sum itself across threads, and for other shapes the per-thread blocks
+put different rows through different micro-kernels. Either way the float32 result of
+``a @ b`` changes in its last bits with ``torch.set_num_threads`` (measured: up to 2e-2 on
+the PCA's ``C.T @ (C @ q)``, 6e-6 on the posterior mean's weighted sum, see
+tests/diffusion/test_numerics.py). Those bits then move a top-k choice of candidates
+somewhere in a large image, and one patch wins instead of another: a one-thread dask
+worker and a two-thread local run gave different images.
+
+``blas_invariant`` runs the wrapped computation with MKL restricted to one thread *on the
+calling thread only* (``mkl_set_num_threads_local``, restored on exit): each GEMM then
+has the single-threaded summation order whatever ``torch.set_num_threads``, the worker's
+thread count or the task order. Nothing global is changed; torch's own kernels (unfold,
+index_add, reductions over many outputs, softmax, topk) already compute each output with
+a fixed order and keep their threads. On CUDA, or a torch built without MKL, it does
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import glob
+import os
+from typing import Callable, Iterator, TypeVar
+
+import torch
+
+__all__ = ["one_blas_thread", "blas_invariant"]
+
+F = TypeVar("F", bound=Callable)
+
+
+def _find_mkl_local() -> Callable[[int], int] | None:
+    """``MKL_Set_Num_Threads_Local`` of the MKL linked into torch, or None."""
+    if not torch.backends.mkl.is_available():
+        return None
+    libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    for path in [None, *sorted(glob.glob(os.path.join(libdir, "*torch_cpu*")))]:
+        try:
+            fn = ctypes.CDLL(path).MKL_Set_Num_Threads_Local
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_int]
+        return fn
+    return None
+
+
+_MKL_LOCAL = _find_mkl_local()
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Within the block, MKL calls made by this thread run on one thread (nestable)."""
+    if _MKL_LOCAL is None:
+        yield
+        return
+    previous = _MKL_LOCAL(1)  # 0 = "no local setting": restoring it returns to the global
+    try:
+        yield
+    finally:
+        _MKL_LOCAL(previous)
+
+
+def blas_invariant(fn: F) -> F:
+    """Decorator: run ``fn`` under :func:`one_blas_thread`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with one_blas_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
