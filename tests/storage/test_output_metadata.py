@@ -133,6 +133,18 @@ def test_microscopy_pixel_size_is_what_openslide_and_tiffslide_report(tmp_path):
     assert read_metadata(out).pixel_size_um == pytest.approx(0.25)
 
 
+def test_resolution_in_cm_is_a_print_dpi_or_a_microscope_pixel(tmp_path):
+    import tifffile
+
+    for ppcm, dpi, um in ((300 / 2.54, 300, None), (4000.0, None, 2.5)):
+        path = tmp_path / f"r{ppcm:.0f}.tif"
+        tifffile.imwrite(path, np.zeros((4, 4), np.uint8), resolution=(ppcm, ppcm),
+                         resolutionunit="CENTIMETER")
+        m = read_metadata(path)
+        assert m.dpi == (pytest.approx(dpi, rel=1e-6) if dpi else None)
+        assert m.pixel_size_um == (pytest.approx(um) if um else None)
+
+
 def test_print_size_pixels():
     assert print_size_pixels("60x40cm", 300) == (7087, 4724)  # 23.62 in x 300 = 7086.6
     assert print_size_pixels("10x5in", 100) == (1000, 500)

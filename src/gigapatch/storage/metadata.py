@@ -231,8 +231,9 @@ def _read_tiff(p: Path) -> OutputMetadata:
             if ppu > 0 and unit == 2:
                 dpi = ppu
             elif ppu > 0 and unit == 3:
-                # pixels per cm: a microscope's pixel size (< 100 um) or a print resolution
-                if ppu >= 100:
+                # pixels per cm: a microscope's pixel size (<= 10 um, >= 1000 px/cm) or a
+                # print resolution (<= 2540 dpi; 300 dpi is 118 px/cm)
+                if ppu >= 1000:
                     um = 1e4 / ppu
                 else:
                     dpi = ppu * 2.54
