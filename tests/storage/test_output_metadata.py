@@ -145,6 +145,17 @@ def test_resolution_in_cm_is_a_print_dpi_or_a_microscope_pixel(tmp_path):
         assert m.pixel_size_um == (pytest.approx(um) if um else None)
 
 
+def test_libvips_placeholder_25_4_dpi_is_not_carried(tmp_path):
+    import pyvips
+
+    im = pyvips.Image.new_from_array(np.zeros((8, 8, 3), np.uint8)).copy(interpretation="srgb")
+    im.pngsave(str(tmp_path / "v.png"))  # libvips writes 1 px/mm when it knows nothing
+    im.jpegsave(str(tmp_path / "v.jpg"))
+    assert Image.open(tmp_path / "v.png").info["dpi"] == pytest.approx((25.4, 25.4))
+    assert read_metadata(tmp_path / "v.png").dpi is None
+    assert read_metadata(tmp_path / "v.jpg").dpi is None
+
+
 def test_print_size_pixels():
     assert print_size_pixels("60x40cm", 300) == (7087, 4724)  # 23.62 in x 300 = 7086.6
     assert print_size_pixels("10x5in", 100) == (1000, 500)
@@ -222,6 +233,18 @@ def test_the_cog_validator_refuses_our_plain_pyramid(tmp_path):
     levels = _geo_pyramid()
     _write_pyramid(out, levels, GEO)
     assert not cog_validate(str(out))[0]
+
+
+def test_an_icc_profile_of_another_colour_space_is_not_carried():
+    from gigapatch.storage.metadata import icc_colour_space
+
+    rgb = _srgb_icc()
+    assert icc_colour_space(rgb) == "RGB"
+    cmyk = rgb[:16] + b"CMYK" + rgb[20:]
+    ref = OutputMetadata(icc=cmyk)
+    assert output_metadata(ref, out_hw=(4, 4), channels=3).icc is None
+    assert output_metadata(OutputMetadata(icc=rgb), out_hw=(4, 4), channels=3).icc == rgb
+    assert output_metadata(OutputMetadata(icc=rgb), out_hw=(4, 4), channels=1).icc is None
 
 
 def test_georeferencing_moves_with_origin_and_bounds():

@@ -184,7 +184,8 @@ def read_metadata(path: str | os.PathLike) -> OutputMetadata:
     """Resolution, ICC profile, georeferencing and band names of an image file.
 
     Never raises for a readable image: what cannot be found is ``None``. (The pixels are
-    read, and bad files refused, by :func:`gigapatch.storage.read_image`.)
+    read, and bad files refused, by :func:`gigapatch.storage.read_image`.) A resolution of
+    exactly 25.4 dpi (1 px/mm) is libvips' placeholder for "unknown" and is not carried.
     """
     p = Path(os.fspath(path))
     try:
@@ -194,15 +195,21 @@ def read_metadata(path: str | os.PathLike) -> OutputMetadata:
         return OutputMetadata()
     try:
         if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return _read_tiff(p)
-        icc = _vips_icc(p)
-        if head[:8] == b"\x89PNG\r\n\x1a\n":
-            return OutputMetadata(dpi=_png_dpi(p), icc=icc)
-        if head[:2] == b"\xff\xd8":
-            return OutputMetadata(dpi=_jpeg_dpi(p), icc=icc)
-        return OutputMetadata(icc=icc)
+            meta = _read_tiff(p)
+        else:
+            icc = _vips_icc(p)
+            if head[:8] == b"\x89PNG\r\n\x1a\n":
+                meta = OutputMetadata(dpi=_png_dpi(p), icc=icc)
+            elif head[:2] == b"\xff\xd8":
+                meta = OutputMetadata(dpi=_jpeg_dpi(p), icc=icc)
+            else:
+                meta = OutputMetadata(icc=icc)
     except Exception:  # metadata is a bonus: a file whose pixels read is never refused here
         return OutputMetadata()
+    if meta.dpi is not None and abs(meta.dpi - 25.4) < 1e-3:
+        # 1 pixel per mm is what libvips writes when it knows nothing: not a resolution
+        meta = meta.replace(dpi=None)
+    return meta
 
 
 def _vips_icc(p: Path) -> bytes | None:
@@ -359,7 +366,8 @@ def output_metadata(reference: OutputMetadata | None, *, out_hw: tuple[int, int]
     same statistics, lying where the reference lay); ``origin`` moves the top-left corner,
     ``bounds`` (W, S, E, N) sets corner and pixel size together. ``dpi`` and
     ``pixel_size_um`` are two spellings of the resolution: giving both is refused.
-    Band names are kept only when the output has the reference's band count.
+    Band names are kept only when the output has the reference's band count, the ICC
+    profile only when its colour space is the output's (RGB for 3+ bands, GRAY for 1-2).
     """
     ref = reference if (reference is not None and keep_reference) else OutputMetadata()
     if dpi and pixel_size_um:
@@ -389,7 +397,17 @@ def output_metadata(reference: OutputMetadata | None, *, out_hw: tuple[int, int]
         m = m.replace(nodata=float(nodata))
     if m.band_names is not None and len(m.band_names) != channels:
         m = m.replace(band_names=None)
+    if m.icc is not None and icc_colour_space(m.icc) != ("GRAY" if channels < 3 else "RGB"):
+        m = m.replace(icc=None)  # e.g. a CMYK reference read as RGB: its profile would lie
     return m
+
+
+def icc_colour_space(icc: bytes) -> str | None:
+    """The data colour space an ICC profile describes (header bytes 16-19): ``"RGB"``,
+    ``"GRAY"``, ``"CMYK"``, ... or None for a malformed profile."""
+    if len(icc) < 20:
+        return None
+    return icc[16:20].decode("latin-1").strip() or None
 
 
 # --------------------------------------------------------------------------------------
