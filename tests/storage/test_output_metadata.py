@@ -379,3 +379,38 @@ def test_cli_rgb_nir_16bit_geotiff_keeps_bands_type_and_names(tmp_path, capsys):
         assert ds.crs.to_epsg() == 32633
         assert tuple(ds.transform)[:6] == tuple(GEO_AFFINE)[:6]
         assert ds.read(4).std() > 0  # the NIR band was sampled, not left empty
+
+
+def test_cli_print_size_at_dpi_sets_the_pixel_size(tmp_path, capsys):
+    import tifffile
+
+    from gigapatch.cli import main
+
+    ref = tmp_path / "r.tif"
+    tifffile.imwrite(ref, np.random.default_rng(5).integers(0, 256, (40, 48, 3), np.uint8),
+                     photometric="rgb", resolution=(50, 50), resolutionunit="INCH")
+    assert main(["info", str(ref), "--print-size", "25.4x12.7mm", "--set",
+                 "output.dpi=200"]) == 0
+    assert "output:    200x100," in capsys.readouterr().out
+    assert main(["info", str(ref), "--print-size", "4x2in"]) == 0  # the reference's 50 dpi
+    assert "output:    200x100," in capsys.readouterr().out
+    out = tmp_path / "o.tif"
+    assert main(["generate", "-q", str(ref), "-o", str(out), "--print-size", "1x0.5in",
+                 "--dpi", "64", "--set", "sampler.steps=1"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with tifffile.TiffFile(out) as tf:
+        page = tf.pages[0]
+        assert page.shape[:2] == (32, 64)
+        assert page.tags["XResolution"].value == (64, 1)
+
+
+def test_cli_pixel_size_reaches_openslide(tmp_path, capsys):
+    import openslide
+
+    ref = tmp_path / "r.png"
+    write_image(ref, np.random.default_rng(6).random((40, 48, 3)))
+    out = tmp_path / "m.tif"
+    rc, cap = _run([str(ref), "-o", str(out), "--pixel-size", "500nm"], capsys)
+    assert rc == 0 and "0.5 um/px" in cap.out
+    with openslide.OpenSlide(str(out)) as s:
+        assert float(s.properties["openslide.mpp-x"]) == pytest.approx(0.5)
