@@ -247,3 +247,20 @@ def test_failed_item_does_not_stop_the_others_summary_and_sheet(tmp_path, one_wo
     assert _pixels(str(tmp_path / "out" / "c.png")).shape == (64, 48, 3)
     sheet = read_image(tmp_path / "b" / "sheet.png")[0]
     assert sheet.shape[0] > 100 and sheet.shape[1] > 2 * 100  # two previews side by side
+
+
+def test_a_changed_item_is_redone_an_unchanged_one_skipped(tmp_path, one_worker):
+    # the done record must match the item (its key), not merely the output's existence
+    _refs(tmp_path)
+    m = tmp_path / "m.yaml"
+    item = "  - {{reference: bush.png, output: out/a.png, size: 64x48, seed: {}}}\n"
+    m.write_text(f"defaults: {{set: {CHEAP}}}\nitems:\n" + item.format(0))
+    first = run_batch(load_manifest(m), one_worker.client, batch_dir=tmp_path / "b",
+                      device="cpu", progress=False)
+    again = run_batch(load_manifest(m), one_worker.client, batch_dir=tmp_path / "b",
+                      device="cpu", progress=False)
+    m.write_text(f"defaults: {{set: {CHEAP}}}\nitems:\n" + item.format(1))
+    changed = run_batch(load_manifest(m), one_worker.client, batch_dir=tmp_path / "b",
+                        device="cpu", progress=False)
+    assert [r.status for r in (first.rows + again.rows + changed.rows)] == [
+        "done", "skipped", "done"]
