@@ -90,7 +90,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
                              base_overrides=tuple(args.overrides))
     except ManifestError as exc:
         print(f"gigapatch: error: {exc}", file=sys.stderr)
-        print(f"gigapatch: fix the manifest and run the command again", file=sys.stderr)
+        print("gigapatch: fix the manifest and run the command again", file=sys.stderr)
         return 2
     batch_dir = Path(args.batch_dir) if args.batch_dir else default_batch_dir(args.manifest)
     items = len({j.item for j in jobs})
