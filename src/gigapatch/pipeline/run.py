@@ -11,6 +11,7 @@ dask.distributed scheduler; the run store must then be on a path every worker se
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import time
@@ -23,7 +24,7 @@ import numpy as np
 from ..config import Config, config_hash
 from ..errors import GigapatchError
 from ..storage.metadata import OutputMetadata
-from ..storage.runstore import RunLock, RunStore
+from ..storage.runstore import CorruptChunkError, RunLock, RunStore
 from .graph import build_graph
 from .outmeta import resolve_output_metadata
 from .plan import RunPlan, make_plan
@@ -32,6 +33,11 @@ from .tasks import TaskSpec
 
 __all__ = ["run_tiled", "TiledResult", "should_tile", "default_run_dir", "output_format",
            "read_result", "IMAGE_MAX_PIXELS"]
+
+log = logging.getLogger(__package__)
+
+#: times a run clears the markers of damaged chunks and runs again before giving up
+MAX_REPAIRS = 3
 
 #: local worker threads on a GPU by default: one tile on the device, the rest doing I/O
 GPU_THREADS = 4
@@ -237,7 +243,7 @@ def _write_output(store: RunStore, plan: RunPlan, path: Path, fmt: str, config: 
     if fmt == "image":
         from ..storage.imageio import write_image
 
-        q = np.asarray(store.array("output/0")[...])
+        q = store.read("output/0", None)
         top = 255.0 if plan.bit_depth == 8 else 65535.0
         write_image(path, np.moveaxis(q, 0, -1).astype(np.float32) / np.float32(top),
                     bit_depth=plan.bit_depth, metadata=meta)
@@ -256,6 +262,9 @@ def _write_output(store: RunStore, plan: RunPlan, path: Path, fmt: str, config: 
     elif fmt == "ome-zarr":
         from ..storage.omezarr import write_ome_zarr
 
+        for r in range(len(plan.output_shapes)):  # checksums first: the copy is of files
+            for _ in store.output_bands(r):
+                pass
         write_ome_zarr(store.path / "output", path)
     else:
         from ..storage.tiff import write_tiff_tifffile, write_tiff_vips
@@ -277,7 +286,7 @@ def _write_preview(store: RunStore, plan: RunPlan, path: Path) -> Path:
     from ..storage.web import PREVIEW_SIDE, preview_path, write_preview
 
     r = max([0] + [r for r, hw in enumerate(plan.output_shapes) if max(hw) >= PREVIEW_SIDE])
-    q = np.moveaxis(np.asarray(store.array(f"output/{r}")[...]), 0, -1)
+    q = np.moveaxis(store.read(f"output/{r}", None), 0, -1)
     return write_preview(preview_path(path), q)
 
 
@@ -383,44 +392,67 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
             grid_shapes=[lv.grid.shape for lv in plan.levels],
             output_shapes=plan.output_shapes, chunk=plan.tile,
             out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
-        graph = build_graph(plan, spec, store)
         seconds["plan"] = time.perf_counter() - t_start
-        total = sum(graph.totals.values())
-        prog = TileProgress(graph.totals, graph.done, enabled=progress)
-        t0 = time.perf_counter()
-        try:
-            if graph.keys:
-                if address:
-                    _execute_distributed(graph, address, cfg.cluster.retries, str(dev), prog)
-                else:
-                    _execute_local(graph, n_workers, prog)
-        finally:
-            prog.close()
-        seconds["sample"] = time.perf_counter() - t0
-        nbytes = 0
-        if out_path is not None:
-            t0 = time.perf_counter()
-            _write_output(store, plan, out_path, fmt_, cfg, writer, out_meta)
-            seconds["write"] = time.perf_counter() - t0
-            nbytes = _size_on_disk(out_path)
-            if cfg.output.preview:
-                preview = _write_preview(store, plan, out_path)
-    return TiledResult(out_path, fmt_, rd, plan, total, len(graph.keys), seconds,
-                       dict(prog.seconds), nbytes, preview, out_meta)
+        total, computed, tile_seconds, nbytes, preview = None, 0, {}, 0, None
+        for attempt in range(MAX_REPAIRS + 1):
+            graph = build_graph(plan, spec, store)
+            total = sum(graph.totals.values()) if total is None else total
+            computed += len(graph.keys)
+            try:
+                prog = TileProgress(graph.totals, graph.done, enabled=progress)
+                t0 = time.perf_counter()
+                try:
+                    if graph.keys:
+                        if address:
+                            _execute_distributed(graph, address, cfg.cluster.retries,
+                                                 str(dev), prog)
+                        else:
+                            _execute_local(graph, n_workers, prog)
+                finally:
+                    prog.close()
+                    for k, v in prog.seconds.items():
+                        tile_seconds[k] = tile_seconds.get(k, 0.0) + v
+                seconds["sample"] = seconds.get("sample", 0.0) + time.perf_counter() - t0
+                if out_path is not None:
+                    t0 = time.perf_counter()
+                    _write_output(store, plan, out_path, fmt_, cfg, writer, out_meta)
+                    seconds["write"] = time.perf_counter() - t0
+                    nbytes = _size_on_disk(out_path)
+                    if cfg.output.preview:
+                        preview = _write_preview(store, plan, out_path)
+                break
+            except CorruptChunkError as exc:
+                # a lost or damaged chunk: clear its owner's marker and run what is missing
+                if attempt == MAX_REPAIRS:
+                    raise
+                cleared = store.invalidate(exc)
+                log.warning("%s; recomputing %d task%s", exc, len(cleared),
+                            "s" if len(cleared) != 1 else "")
+    return TiledResult(out_path, fmt_, rd, plan, total, computed, seconds,
+                       tile_seconds, nbytes, preview, out_meta)
 
 
 def read_result(run_dir: str | os.PathLike, level: int | None = None,
                 model_space: bool = False) -> np.ndarray:
     """A finished run's level (default the finest) as float32.
 
-    ``model_space=False`` gives (H, W, C) in [0, 1] exactly as ``gigapatch.generate``
-    returns it; ``True`` gives the stored (C, H, W) values in [-1, 1] (not clamped).
+    The finest level is stored only quantised (``output/0``): it comes back as
+    ``q / (2**bit_depth - 1)``, (H, W, C) in [0, 1], the image the output file holds.
+    A coarser level comes back as ``gigapatch.generate`` would give it ((H, W, C) in [0, 1])
+    or, with ``model_space=True``, as stored ((C, H, W) in [-1, 1], not clamped).
     For small outputs and tests: it reads the whole level.
     """
     store = RunStore.open(run_dir)
     n = len(store.attrs["levels"])
     lv = n - 1 if level is None else level
-    a = np.asarray(store.array(f"levels/{lv}")[...])
+    if lv == n - 1:
+        if model_space:
+            raise GigapatchError(f"run store {run_dir}: the finest level is stored quantised "
+                                 f"only (output/0); read it with model_space=False")
+        q = store.read("output/0", None)
+        top = np.float32(np.iinfo(q.dtype).max)
+        return np.ascontiguousarray(np.moveaxis(q, 0, -1).astype(np.float32) / top)
+    a = store.read(f"levels/{lv}", None)
     if model_space:
         return a
     return np.ascontiguousarray(np.moveaxis((np.clip(a, -1, 1) + 1) / 2, 0, -1),

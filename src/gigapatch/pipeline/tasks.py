@@ -176,9 +176,10 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
         c = tile.core_in_window
         core = x[:, c.y0:c.y1, c.x0:c.x1].float().cpu().numpy()
         del x, coarse_up  # free the device memory before the writes
-    store.write(f"levels/{level}", tile.core, core)
-    if level == len(spec.level_hw) - 1:
+    if level == len(spec.level_hw) - 1:  # the finest level is kept only quantised
         store.write("output/0", tile.core, quantise_model(core, spec.bit_depth))
+    else:
+        store.write(f"levels/{level}", tile.core, core)
     _test_delay()
 
 

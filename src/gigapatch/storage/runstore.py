@@ -8,7 +8,8 @@ Layout of ``RUN_DIR/`` (a Zarr v3 group; attributes under ``gigapatch``)::
                          output size, level sizes, chunk side, ...}
     reference            (C, h, w) float32, the reference in model space [-1, 1]
     levels/L             (C, H_L, W_L) float32, level L of the sample in model space (raw
-                         sampler output, not clamped), chunks (C, tile, tile)
+                         sampler output, not clamped), chunks (C, tile, tile); every level
+                         but the finest (that one goes straight to ``output/0``)
     done/L               (ny_L, nx_L) uint8, 1 = the task owning that tile has finished;
                          chunks (1, 1), so every task owns its marker's chunk
     output/r             (C, h_r, w_r) uint8|uint16, the quantised output pyramid (r = 0 is
@@ -22,6 +23,14 @@ Every writing task owns whole chunks (chunk = tile core, no sharding), so no two
 write the same chunk; Zarr's local chunk writes are atomic (temp file + rename), so a
 chunk that exists is complete. ``write_empty_chunks=True`` everywhere: a blank tile is still
 written. A tile counts as done only once its marker is set, after its data.
+
+Every array is stored losslessly compressed (Blosc-zstd, byte-shuffled) with a CRC32C
+checksum of each chunk (Zarr v3 ``crc32c`` codec); done markers carry the checksum only.
+A chunk that is missing, torn or overwritten (a zeroed chunk of the right size too) fails
+its checksum when read and raises :class:`CorruptChunkError`, never gives values:
+:meth:`RunStore.invalidate` then clears the marker of the task that owns it, so the same
+command recomputes it. Data chunks are fsynced (files and folders) before their marker is
+written, and markers are fsynced too: a machine crash cannot leave a marker without data.
 
 This module knows nothing of configs or samplers: the pipeline passes plain values.
 """
@@ -38,17 +47,77 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import GigapatchError
 from ..tiling import Box, chunk_span
 from .atomic import atomic_write_text
 
-__all__ = ["RunStore", "RunLock", "pid_alive", "STORE_FORMAT", "reduce2_box"]
+__all__ = ["RunStore", "RunLock", "CorruptChunkError", "pid_alive", "STORE_FORMAT",
+           "reduce2_box", "store_codecs"]
 
-#: bumped when the layout changes incompatibly
-STORE_FORMAT = 1
+#: bumped when the layout changes incompatibly (2: checksummed, compressed chunks; the
+#: finest level kept only as the quantised output)
+STORE_FORMAT = 2
 
 _ARRAY_CONFIG = {"write_empty_chunks": True}
+
+#: what reading a chunk that fails its checksum (or cannot be decoded) raises inside Zarr
+_DECODE_ERRORS = (ValueError, RuntimeError, TypeError, EOFError)
+
+
+def store_codecs(kind: str) -> tuple:
+    """The bytes-to-bytes codecs of a run-store array.
+
+    ``"data"``: Blosc-zstd (level 3, byte shuffle: float32 samples and uint16 outputs
+    compress far better shuffled), then a CRC32C of the compressed chunk. ``"marker"``: the
+    checksum only (a 1-byte chunk does not compress). The checksum is the outer codec, so it
+    is checked first on read: a torn or zeroed chunk never reaches the decompressor.
+    """
+    if kind == "marker":
+        return (Crc32cCodec(),)
+    return (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec())
+
+
+class CorruptChunkError(GigapatchError):
+    """Chunks of a run-store array that are missing or fail their checksum.
+
+    Attributes
+    ----------
+    name : str
+        The array, e.g. ``"levels/1"`` or ``"output/0"``.
+    chunks : list of (iy, ix)
+        The bad chunks (chunk grid indices in y and x).
+    """
+
+    def __init__(self, name: str, chunks: Sequence[tuple[int, int]], run_dir: str = ""):
+        super().__init__(name, [tuple(map(int, c)) for c in chunks], str(run_dir))
+        self.name = name
+        self.chunks = [tuple(map(int, c)) for c in chunks]
+        self.run_dir = str(run_dir)
+
+    def __str__(self) -> str:
+        where = f"{self.run_dir}/{self.name}" if self.run_dir else self.name
+        shown = ", ".join(f"({y}, {x})" for y, x in self.chunks[:4])
+        more = f" and {len(self.chunks) - 4} more" if len(self.chunks) > 4 else ""
+        return (f"run store chunk {shown}{more} of {where} is missing or fails its checksum; "
+                f"run the same command again to recompute it (or delete the run dir)")
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a folder (POSIX: a folder's fsync makes its renames durable)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - a filesystem without directory fsync
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:
@@ -199,24 +268,28 @@ class RunStore:
             raise GigapatchError(f"run dir {p} exists and is not a gigapatch run store; "
                                  f"delete it or pass another --run-dir")
         c = int(reference.shape[0])
+        data, marker = store_codecs("data"), store_codecs("marker")
+        finest = len(level_shapes) - 1
         g = zarr.open_group(str(p), mode="a")
         g.create_array("reference", data=np.ascontiguousarray(reference, dtype=np.float32),
-                       chunks=reference.shape, compressors=None,
+                       chunks=reference.shape, compressors=data, config=_ARRAY_CONFIG,
                        dimension_names=("c", "y", "x"))
         for lv, ((h, w), (ny, nx)) in enumerate(zip(level_shapes, grid_shapes)):
-            g.create_array(f"levels/{lv}", shape=(c, h, w), dtype="float32",
-                           chunks=(c, min(chunk, h), min(chunk, w)), fill_value=0.0,
-                           compressors=None, config=_ARRAY_CONFIG,
-                           dimension_names=("c", "y", "x"))
+            if lv < finest:  # the finest level goes straight to output/0, quantised
+                g.create_array(f"levels/{lv}", shape=(c, h, w), dtype="float32",
+                               chunks=(c, min(chunk, h), min(chunk, w)), fill_value=0.0,
+                               compressors=data, config=_ARRAY_CONFIG,
+                               dimension_names=("c", "y", "x"))
             g.create_array(f"done/{lv}", shape=(ny, nx), dtype="uint8", chunks=(1, 1),
-                           fill_value=0, compressors=None, config=_ARRAY_CONFIG)
+                           fill_value=0, compressors=marker, config=_ARRAY_CONFIG)
         for r, (h, w) in enumerate(output_shapes):
             g.create_array(f"output/{r}", shape=(c, h, w), dtype=out_dtype,
                            chunks=(c, min(chunk, h), min(chunk, w)), fill_value=0,
-                           config=_ARRAY_CONFIG, dimension_names=("c", "y", "x"))
+                           compressors=data, config=_ARRAY_CONFIG,
+                           dimension_names=("c", "y", "x"))
             g.create_array(f"output_done/{r}",
                            shape=(-(-h // chunk), -(-w // chunk)), dtype="uint8",
-                           chunks=(1, 1), fill_value=0, compressors=None,
+                           chunks=(1, 1), fill_value=0, compressors=marker,
                            config=_ARRAY_CONFIG)
         from .omezarr import ome_multiscales_attrs
 
@@ -250,15 +323,59 @@ class RunStore:
         return arr
 
     def reference(self) -> np.ndarray:
-        return np.asarray(self.array("reference")[...])
+        return self.read("reference", None)
 
-    def read(self, name: str, box: Box) -> np.ndarray:
-        """``array[:, box]`` as a (C, h, w) ndarray."""
-        ys, xs = box.slices()
-        return np.asarray(self.array(name)[:, ys, xs])
+    def _chunk_file(self, name: str, iy: int, ix: int) -> Path:
+        arr = self.array(name)
+        idx = (0, iy, ix) if arr.ndim == 3 else (iy, ix)
+        return self.path / name / arr.metadata.encode_chunk_key(idx)
+
+    def _chunks_in(self, name: str, box: Box | None) -> list[tuple[int, int]]:
+        arr = self.array(name)
+        (h, w), (cy, cx) = arr.shape[-2:], arr.chunks[-2:]
+        box = box or Box(0, 0, h, w)
+        return [(iy, ix) for iy in range(box.y0 // cy, -(-box.y1 // cy))
+                for ix in range(box.x0 // cx, -(-box.x1 // cx))]
+
+    def chunk_ok(self, name: str, iy: int, ix: int) -> bool:
+        """Whether chunk (iy, ix) of ``name`` exists and passes its checksum."""
+        arr = self.array(name)
+        if not self._chunk_file(name, iy, ix).is_file():
+            return False
+        try:
+            arr.get_block_selection((0, iy, ix) if arr.ndim == 3 else (iy, ix))
+        except _DECODE_ERRORS:
+            return False
+        return True
+
+    def read(self, name: str, box: Box | None) -> np.ndarray:
+        """``array[:, box]`` (the whole array for ``box=None``) as a (C, h, w) ndarray.
+
+        Raises
+        ------
+        CorruptChunkError
+            When a chunk under ``box`` is missing or fails its checksum: every chunk a
+            task reads was written (and marked) before, so a missing one is a lost one,
+            never the fill value.
+        """
+        arr = self.array(name)
+        chunks = self._chunks_in(name, box)
+        missing = [c for c in chunks if not self._chunk_file(name, *c).is_file()]
+        if missing:
+            raise CorruptChunkError(name, missing, self.path)
+        ys, xs = box.slices() if box is not None else (slice(None), slice(None))
+        try:
+            return np.asarray(arr[:, ys, xs])
+        except _DECODE_ERRORS:
+            bad = [c for c in chunks if not self.chunk_ok(name, *c)]
+            raise CorruptChunkError(name, bad or chunks, self.path) from None
 
     def write(self, name: str, box: Box, data: np.ndarray) -> None:
-        """Write ``data`` (C, h, w) at ``box``; the box must cover whole chunks."""
+        """Write ``data`` (C, h, w) at ``box``; the box must cover whole chunks.
+
+        The chunk files and their folders are fsynced before this returns, so a marker set
+        afterwards never outlives its data in a machine crash.
+        """
         arr = self.array(name)
         cy, cx = arr.chunks[1], arr.chunks[2]
         _, h, w = arr.shape
@@ -268,17 +385,85 @@ class RunStore:
                              f"({cy}x{cx}); two tasks could write the same chunk")
         ys, xs = box.slices()
         arr[:, ys, xs] = data
+        self._flush(name, self._chunks_in(name, box))
+
+    def _flush(self, name: str, chunks: Sequence[tuple[int, int]]) -> None:
+        folders = set()
+        for c in chunks:
+            f = self._chunk_file(name, *c)
+            _fsync_path(f)
+            folders.add(f.parent)
+        for d in folders:
+            _fsync_path(d)
 
     # ---------------------------------------------------------------- done markers
     def done_mask(self, name: str) -> np.ndarray:
-        """Done markers of ``done/L`` or ``output_done/r`` as a bool (ny, nx) array."""
-        return np.asarray(self.array(name)[...]) > 0
+        """Done markers of ``done/L`` or ``output_done/r`` as a bool (ny, nx) array.
+
+        A marker chunk that fails its checksum counts as not done.
+        """
+        arr = self.array(name)
+        try:
+            return np.asarray(arr[...]) > 0
+        except _DECODE_ERRORS:
+            mask = np.zeros(arr.shape, bool)
+            for iy in range(arr.shape[0]):
+                for ix in range(arr.shape[1]):
+                    try:
+                        mask[iy, ix] = bool(arr[iy, ix])
+                    except _DECODE_ERRORS:
+                        pass
+            return mask
 
     def is_done(self, name: str, iy: int, ix: int) -> bool:
-        return bool(self.array(name)[iy, ix])
+        try:
+            return bool(self.array(name)[iy, ix])
+        except _DECODE_ERRORS:
+            return False
 
     def mark_done(self, name: str, iy: int, ix: int) -> None:
+        """Set a marker (call it after the task's :meth:`write` calls returned)."""
         self.array(name)[iy, ix] = 1
+        self._flush(name, [(iy, ix)])
+
+    def clear_done(self, name: str, iy: int, ix: int) -> None:
+        self.array(name)[iy, ix] = 0
+        self._flush(name, [(iy, ix)])
+
+    def owner(self, name: str, iy: int, ix: int) -> tuple[str, int, int] | None:
+        """The done marker ``(marker array, my, mx)`` of the task that writes chunk (iy, ix)
+        of ``name``; None for the reference (written once, when the store is made)."""
+        if name.startswith("levels/"):
+            marker = "done/" + name.split("/", 1)[1]
+        elif name == "output/0":
+            n = len(list(zarr.open_group(str(self.path / "done"), mode="r").array_keys()))
+            marker = f"done/{n - 1}"
+        elif name.startswith("output/"):
+            marker = "output_done/" + name.split("/", 1)[1]
+        else:
+            return None
+        shape = self.array(marker).shape
+        return (marker, 0, 0) if shape == (1, 1) else (marker, iy, ix)
+
+    def invalidate(self, err: CorruptChunkError) -> list[tuple[str, int, int]]:
+        """Clear the markers of the tasks owning ``err``'s chunks, so they run again.
+
+        Raises
+        ------
+        GigapatchError
+            For the reference (only a fresh run dir can restore it).
+        """
+        cleared = []
+        for c in err.chunks:
+            own = self.owner(err.name, *c)
+            if own is None:
+                raise GigapatchError(
+                    f"run store {self.path}: the stored reference is missing or fails its "
+                    f"checksum; delete {self.path} and run again") from None
+            if own not in cleared:
+                self.clear_done(*own)
+                cleared.append(own)
+        return cleared
 
     # ---------------------------------------------------------------- output pyramid
     def reduce_output_chunk(self, r: int, iy: int, ix: int) -> None:
@@ -289,8 +474,8 @@ class RunStore:
         _, h, w = dst.shape
         _, sh, sw = src.shape
         core = Box(iy * cy, ix * cx, min((iy + 1) * cy, h), min((ix + 1) * cx, w))
-        block = np.asarray(src[:, 2 * core.y0:min(2 * core.y1, sh),
-                               2 * core.x0:min(2 * core.x1, sw)])
+        block = self.read(f"output/{r - 1}", Box(2 * core.y0, 2 * core.x0,
+                                                 min(2 * core.y1, sh), min(2 * core.x1, sw)))
         self.write(f"output/{r}", core, reduce2_box(block))
 
     def output_bands(self, r: int, band: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -299,7 +484,7 @@ class RunStore:
         _, h, _ = arr.shape
         band = band or arr.chunks[1]
         for y0 in range(0, h, band):
-            yield y0, np.asarray(arr[:, y0:min(h, y0 + band), :])
+            yield y0, self.read(f"output/{r}", Box(y0, 0, min(h, y0 + band), arr.shape[2]))
 
     def output_shapes(self) -> list[tuple[int, int]]:
         n = len([k for k in zarr.open_group(str(self.path / "output"), mode="r").array_keys()])
