@@ -226,3 +226,26 @@ def test_damaged_chunk_is_recomputed_on_resume(ref, cfg, tiled64, tmp_path, dama
     img = read_image(out)
     img = np.asarray(img[0] if isinstance(img, tuple) else img)
     assert np.array_equal(quantise(img, 8), quantise(img64, 8))
+
+
+def test_markers_only_after_their_chunks_are_readable(ref, cfg, tiled64, tmp_path, monkeypatch):
+    # mutant killed: a task that sets its done marker before writing its chunks (a crash
+    # in between would leave a marker without data)
+    from gigapatch.storage.runstore import RunStore
+
+    seen = []
+    real = RunStore.mark_done
+
+    def mark_done(self, name, iy, ix):
+        if name.startswith("done/"):
+            level = int(name.split("/")[1])
+            arr = "output/0" if level == 2 else f"levels/{level}"
+            shape = self.array(name).shape
+            chunks = [(y, x) for y in range(shape[0]) for x in range(shape[1])] \
+                if shape == (1, 1) and level < 2 else [(iy, ix)]
+            seen.append(all(self.chunk_ok(arr, *c) for c in chunks))
+        return real(self, name, iy, ix)
+
+    monkeypatch.setattr(RunStore, "mark_done", mark_done)
+    _run(ref, cfg, tmp_path / "run", tile=128)
+    assert seen and all(seen)
