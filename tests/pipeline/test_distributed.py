@@ -18,5 +18,5 @@ def test_distributed_local_cluster(ref, cfg, tiled64, tmp_path):
     assert res.tasks_computed == res.tasks_total
     _, img64 = tiled64
     # byte for byte: one-thread worker processes and the local run (all torch threads)
-    # give the same floats (diffusion/numerics.py)
+    # give the same image (diffusion/numerics.py)
     assert np.array_equal(read_result(tmp_path / "run"), img64)
