@@ -3,7 +3,8 @@ threads per worker (diffusion/numerics.py; issue 14 item 1).
 
 Before the fix these differed on this 2-core machine: the tiny run's ``generate`` at 4 vs 1
 torch threads by 2 grey levels, the default-preset case at 2 vs 1 by 4 grey levels, the
-print-preset case by 1-2 grey levels (a different candidate patch won somewhere).
+print-preset case by 1-2 grey levels (a different candidate patch won somewhere), and the
+print-preset tiled run on one-thread dask workers differed from the local run.
 """
 
 from __future__ import annotations
@@ -69,3 +70,27 @@ def test_workers_with_other_thread_counts_equal_local_run(ref, cfg, tiled64, tmp
     assert res.tasks_computed == res.tasks_total
     _, img64 = tiled64
     assert np.array_equal(read_result(tmp_path / "run"), img64)
+
+
+@pytest.mark.slow
+def test_print_preset_on_one_thread_workers_equals_local_run(balloons, tmp_path):
+    # a case big enough for MKL's thread-dependent rounding to change a winning patch
+    # before the fix (0.017 between 1 and 4 threads): print preset, fast backend, tiles of
+    # 128; the local run (torch's default threads) against two worker processes of one
+    # thread each (dask sets OMP_NUM_THREADS=MKL_NUM_THREADS=1 in its workers)
+    from distributed import LocalCluster
+
+    from gigapatch.pipeline import read_result, run_tiled
+
+    cfg = load_config("print", ["denoiser.backend=fast"])
+
+    def tiled(run_dir, **kw):
+        run_tiled(balloons.copy(), None, size=(320, 240), seed=SEED, config=cfg,
+                  device="cpu", run_dir=run_dir, tile=128, **kw)
+        return read_result(run_dir)
+
+    local = tiled(tmp_path / "local", workers=1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        remote = tiled(tmp_path / "remote", cluster=cluster.scheduler_address)
+    assert np.array_equal(remote, local)
