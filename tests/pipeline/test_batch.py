@@ -37,13 +37,14 @@ def _refs(tmp: Path) -> None:
 
 
 def _manifest(tmp: Path, n_small: int = 5) -> Path:
-    """``n_small`` bush items of 64x48 (item 2 has 3 seeds), then one slower balloons item."""
-    lines = ["defaults:", f"  set: {CHEAP}", "items:"]
+    """A slower balloons item first (so it starts at once and is still running when the
+    first small item ends), then ``n_small`` bush items of 64x48 (item 3 has 3 seeds)."""
+    lines = ["defaults:", f"  set: {CHEAP}", "items:",
+             "  - {name: big, reference: balloons.png, output: out/big.png, scale: 0.6}"]
     for k in range(n_small):
         seeds = "[0, 1, 2]" if k == 1 else f"[{k}]"
         lines.append(f"  - {{reference: bush.png, output: out/bush{k}.png, size: 64x48, "
                      f"seeds: {seeds}}}")
-    lines.append("  - {name: big, reference: balloons.png, output: out/big.png, scale: 0.6}")
     p = tmp / "m.yaml"
     p.write_text("\n".join(lines) + "\n")
     return p
