@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     t_import = time.perf_counter()
     import torch
 
-    from gigapatch.api import load_reference
+    from gigapatch.api import generate_tiled, load_reference
     from gigapatch.config import load_config
-    from gigapatch.pipeline import run_tiled
+    from gigapatch.pipeline import TiledOptions
     from gigapatch.pipeline.run import _write_output
     from gigapatch.storage.runstore import RunStore
 
@@ -73,9 +73,10 @@ def main(argv=None) -> int:
           f"work {work}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    res = run_tiled(ref, None, size=(w, h), seed=0, config=cfg, device=a.device,
-                    run_dir=run_dir, tile=a.tile, tiled=None, workers=a.workers,
-                    progress=a.progress)
+    res = generate_tiled(ref, None, size=(w, h), seed=0, config=cfg, device=a.device,
+                         options=TiledOptions(run_dir=run_dir, tile=a.tile, tiled=None,
+                                              workers=a.workers),
+                         progress=a.progress)
     phases["sample+pyramid"] = time.perf_counter() - t0
     print(f"[bench] sampled in {phases['sample+pyramid']:.1f} s, rss {rss_mb():.0f} MB",
           file=sys.stderr, flush=True)
@@ -97,19 +98,19 @@ def main(argv=None) -> int:
             out.unlink()
 
     levels = []
-    for lv in res.plan.levels:
+    for lv, grid in zip(res.plan.levels, res.plan.grids):
         label = f"level {lv.level + 1}/{len(res.plan.levels)}"
         secs = res.level_seconds.get(label, 0.0)
         levels.append({
             "level": lv.level, "width": lv.out_hw[1], "height": lv.out_hw[0],
-            "mode": lv.mode, "backend": lv.backend, "tiles": lv.tiles, "halo": lv.halo,
-            "computed_over_output": round(lv.overhead, 4),
+            "mode": lv.mode, "backend": lv.backend, "tiles": len(grid), "halo": lv.halo,
+            "computed_over_output": round(grid.overhead(), 4),
             "task_seconds": round(secs, 2),
-            "tiles_per_task_second": round(lv.tiles / secs, 4) if secs else None,
+            "tiles_per_task_second": round(len(grid) / secs, 4) if secs else None,
         })
-    tiles = sum(lv.tiles for lv in res.plan.levels)
+    tiles = sum(len(grid) for grid in res.plan.grids)
     out_px = w * h
-    computed = sum(lv.grid.computed_pixels() for lv in res.plan.levels)
+    computed = sum(grid.computed_pixels() for grid in res.plan.grids)
     level_px = sum(lv.out_hw[0] * lv.out_hw[1] for lv in res.plan.levels)
     result = {
         "bench": "tiled", "size": [w, h], "megapixels": out_px / 1e6,

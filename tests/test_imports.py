@@ -1,5 +1,6 @@
-"""Import rule (docs/DESIGN.md): diffusion and tiling import nothing else of the project;
-storage may use tiling (and the leaf ``errors`` module); only pipeline imports dask."""
+"""Import rule (docs/architecture.md): diffusion and tiling import nothing else of the
+project; storage may use tiling (and the leaf ``errors`` module); only pipeline imports dask;
+nothing below the facade imports ``api`` or ``cli``; no private name crosses modules."""
 
 import ast
 from pathlib import Path
@@ -64,4 +65,52 @@ def test_only_pipeline_imports_dask():
         for top, line, name in _imports(f, pkg):
             if top == "dask":
                 bad.append(f"{f.relative_to(PKG)}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+# what may import the facade (``api``) and the command line (``cli``, ``cli_eval``)
+FACADE_USERS = {"api": {"cli.py", "__init__.py", "stacks.py"}, "cli": {"__main__.py"},
+                "cli_eval": {"cli.py"}}
+
+
+def test_nothing_below_the_facade_imports_api_or_cli():
+    """pipeline, storage, diffusion, tiling, metrics (and every other module but the CLI,
+    the map stacks built on ``generate`` and the package's lazy ``generate``) never import
+    ``api`` or ``cli``, not even inside a function."""
+    bad = []
+    for f in sorted(PKG.rglob("*.py")):
+        rel = f.relative_to(PKG)
+        for top, line, name in _imports(f, rel.parts[0]):
+            users = FACADE_USERS.get(top)
+            if users is not None and str(rel) not in users and rel.stem != top:
+                bad.append(f"{rel}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def _module_of(path: Path) -> str:
+    parts = ["gigapatch", *path.relative_to(PKG).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_private_names_across_modules():
+    """``from x import _y`` of another gigapatch module: a private name used as an API."""
+    bad = []
+    for f in sorted(PKG.rglob("*.py")):
+        tree = ast.parse(f.read_text(), filename=str(f))
+        here = _module_of(f)
+        pkg = here if f.name == "__init__.py" else here.rsplit(".", 1)[0]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = pkg.split(".")[:len(pkg.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if not source.startswith("gigapatch") or source == here:
+                continue
+            for a in node.names:
+                if a.name.startswith("_"):
+                    bad.append(f"{f.relative_to(PKG)}:{node.lineno} imports {a.name} "
+                               f"from {source}")
     assert not bad, "\n".join(bad)

@@ -2,10 +2,13 @@
 
     gigapatch generate REF -o OUT [--size WxH | --scale F | --scale FXxFY] [--seed N] [-n N]
                        [--config YAML|PRESET] [--set section.key=value ...]
-                       [--device auto|cpu|cuda] [--max-input-pixels N] [--quiet]
-    gigapatch info REF [--size WxH | --scale ...] [--config ...] [--set ...]
-    gigapatch eval ...            (when gigapatch.cli_eval is installed)
+                       [--device auto|cpu|cuda] [--max-input-pixels N] [-q | -v]
+    gigapatch info REF [--size WxH | --scale ...] [--config ...] [--set ...] [-v]
+    gigapatch eval ...            (gigapatch.cli_eval)
     gigapatch --version
+
+``-v`` logs every automatic choice (level count, backend per level, tiled or not, worker
+threads, device) on stderr through the ``gigapatch`` loggers; ``-q`` silences the notes.
 
 Exit status: 0 success; 2 a problem the user can fix (bad input, option, config or output
 path), reported as ONE line ``gigapatch: error: ...`` on stderr with no traceback; 130
@@ -17,15 +20,20 @@ The sampler (torch) is imported inside the commands that need it.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import re
 import sys
 import time
 from typing import Sequence
 
+from .cli_batch import add_batch_parser
+from .cli_eval import add_eval_parser
 from .errors import GigapatchError
 
 __all__ = ["main", "build_parser", "parse_size", "parse_scale"]
+
+log = logging.getLogger(__package__)
 
 PROG = "gigapatch"
 EXIT_USAGE = 2
@@ -257,8 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(g)
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to compute: auto (the GPU if there is one), cpu or cuda")
-    g.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar and no notes; still prints the files written")
+    verbosity = g.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true",
+                           help="no progress bar and no notes; still prints the files written")
+    _add_verbose_option(verbosity)
     m = g.add_argument_group(
         "map stacks and alpha", "the maps of one material sampled together as one "
         "multi-channel image, written as one aligned output per map (whole-image path)")
@@ -286,21 +296,37 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("reference", metavar="REF", help="reference image (PNG, JPEG or TIFF)")
     _add_size_options(i)
     _add_config_options(i)
+    _add_verbose_option(i)
     i.set_defaults(func=_cmd_info)
 
-    import importlib
-
-    try:  # written separately; optional until it lands
-        cli_eval = importlib.import_module(f"{__package__}.cli_eval")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.cli_eval":
-            raise
-    else:
-        cli_eval.add_eval_parser(sub)
-    from .cli_batch import add_batch_parser
-
+    add_eval_parser(sub)
     add_batch_parser(sub)
     return parser
+
+
+def _add_verbose_option(p) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log every automatic choice (levels, backend per level, tiling, "
+                        "threads, device) on stderr; -vv adds debug detail")
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """The ``gigapatch`` loggers print ``gigapatch: message`` on stderr: warnings by default,
+    the automatic choices (INFO) with ``-v``, debug detail with ``-vv``, errors only with
+    ``-q``."""
+    verbose = getattr(args, "verbose", 0)
+    level = logging.ERROR if getattr(args, "quiet", False) else \
+        logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logger = logging.getLogger(__package__)
+    for h in list(logger.handlers):
+        if getattr(h, "_gigapatch_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._gigapatch_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 # --------------------------------------------------------------------------------------
@@ -360,11 +386,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     ref, info = _read_reference(args, cfg)
     from . import api
     from .pipeline.outmeta import resolve_output_metadata
-    from .pipeline.run import output_format, should_tile
+    from .pipeline.plan import is_tiled
+    from .pipeline.run import output_format
     from .storage import check_writable, numbered_path, write_image
     from .storage.metadata import read_metadata
 
-    api.resolve_device(args.device, option="--device")
+    device = api.resolve_device(args.device, option="--device")
+    log.info("device: %s (--device %s)", device, args.device)
     name = str(args.output).lower().rstrip("/\\")
     fmt = args.format or ("dzi" if name.endswith(".dzi") else
                           "ome-zarr" if name.endswith(".zarr") else None)
@@ -386,10 +414,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     if not special:
         check_writable(outputs[0], bit_depth=bit_depth, channels=info.channels)
-    if special or should_tile(out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or
-                                                             args.cluster)):
-        output_format(args.output, args.format)
+    store_options = [o for o, v in (("--tiled", args.tiled), ("--tile", args.tile),
+                                    ("--run-dir", args.run_dir), ("--cluster", args.cluster))
+                     if v]
+    if special or is_tiled(out_hw, cfg.tiling, bool(store_options)):
+        fmt = output_format(args.output, args.format)
+        log.info("tiled pipeline (%s)", ", ".join(store_options) if store_options else
+                 f"{out_hw[1]}x{out_hw[0]} with tiling.mode={cfg.tiling.mode}, "
+                 f"global_max_pixels={cfg.tiling.global_max_pixels}, format {fmt}")
         return _generate_tiled(args, cfg, ref, outputs, meta)
+    log.info("whole image in memory (%dx%d <= tiling.global_max_pixels=%d or "
+             "tiling.mode=%s)", out_hw[1], out_hw[0], cfg.tiling.global_max_pixels,
+             cfg.tiling.mode)
     for out in outputs:  # before any expensive work
         check_writable(out, bit_depth=bit_depth, channels=info.channels)
     for k, out in enumerate(outputs):
@@ -466,7 +502,7 @@ def _generate_maps(args: argparse.Namespace, cfg) -> int:
     """A map stack (REF + --with maps, or a reference whose alpha is kept): one aligned
     output per map."""
     from . import api
-    from .pipeline.run import should_tile
+    from .pipeline.plan import is_tiled
     from .stacks import check_aligned, check_stack_fits, generate_maps, map_output_paths
     from .storage import check_writable, numbered_path, read_image, write_image
 
@@ -492,8 +528,8 @@ def _generate_maps(args: argparse.Namespace, cfg) -> int:
         _note(args, f"note: a tileable output wraps at every pyramid level, so its size is "
                     f"{out_hw[1]}x{out_hw[0]} (asked {asked[1]}x{asked[0]}; wrapped sides are "
                     f"multiples of 2**(levels-1))")
-    if args.format not in (None, "png") or should_tile(
-            out_hw, cfg, args.tiled or bool(args.tile or args.run_dir or args.cluster)):
+    if args.format not in (None, "png") or is_tiled(
+            out_hw, cfg.tiling, bool(args.tiled or args.tile or args.run_dir or args.cluster)):
         raise GigapatchError(f"map stacks and --alpha keep use the whole-image path: ask for at "
                              f"most tiling.global_max_pixels={cfg.tiling.global_max_pixels} "
                              f"pixels (got {out_hw[1]}x{out_hw[0]}) and drop the tiled options")
@@ -522,7 +558,8 @@ def _generate_maps(args: argparse.Namespace, cfg) -> int:
 
 
 def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs, meta=None) -> int:
-    from .pipeline import run_tiled
+    from .api import generate_tiled
+    from .pipeline import TiledOptions
 
     for k, out in enumerate(outputs):
         seed = args.seed + k
@@ -530,11 +567,12 @@ def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs, meta=None) -> i
             _note(args, f"sample {k + 1}/{args.num_samples} (seed {seed})")
         run_dir = args.run_dir if args.num_samples == 1 or args.run_dir is None \
             else f"{args.run_dir}_{k:03d}"
-        result = run_tiled(ref, out, size=args.size, scale=args.scale, seed=seed, config=cfg,
-                           device=args.device, run_dir=run_dir, tile=args.tile,
-                           tiled=True if args.tiled else None, cluster=args.cluster,
-                           fmt=args.format, writer=args.writer, progress=not args.quiet,
-                           metadata=meta)
+        options = TiledOptions(run_dir=run_dir, tile=args.tile,
+                               tiled=True if args.tiled else None, cluster=args.cluster,
+                               fmt=args.format, writer=args.writer)
+        result = generate_tiled(ref, out, size=args.size, scale=args.scale, seed=seed,
+                                config=cfg, device=args.device, options=options,
+                                progress=not args.quiet, metadata=meta)
         for line in result.describe():
             print(line, flush=True)
     return 0
@@ -544,36 +582,33 @@ def _cmd_info(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     ref, info = _read_reference(args, cfg)
     from . import api
-    from .info import estimate_levels, format_bytes, format_table
+    from .info import format_bytes, format_table, level_costs
+    from .pipeline.plan import plan_levels
     from .storage.metadata import read_metadata
 
     cfg = _resolve_bit_depth(cfg, info, "", None)
     _apply_print_size(args, cfg, read_metadata(args.reference))
     ref_hw = ref.shape[:2]
     out_hw = api.output_size(ref_hw, api.resolve_size(ref_hw, args.size, args.scale), cfg)
-    plan = api.plan_levels(ref_hw, out_hw, cfg)
+    device = api.resolve_device("auto")
+    levels = plan_levels(ref_hw, out_hw, info.channels, cfg, device=device)
     sc, dn = cfg.sampler, cfg.denoiser
-    est = estimate_levels(plan, patch_size=sc.patch_size, channels=info.channels,
-                          steps=sc.steps, memory_budget_mb=dn.memory_budget_mb,
-                          tiling_mode=cfg.tiling.mode,
-                          global_max_pixels=cfg.tiling.global_max_pixels)
+    costs = level_costs(levels, patch_size=sc.patch_size, channels=info.channels,
+                        steps=sc.steps, memory_budget_mb=dn.memory_budget_mb)
     print(f"reference: {args.reference} ({info.describe()})")
     print(f"output:    {out_hw[1]}x{out_hw[0]}, {_mode(info.channels)}, "
           f"{cfg.output.bits()}-bit")
     print(f"sampler:   P={sc.patch_size}, rho={sc.rho:g}, T={sc.steps}, eta={sc.eta:g}, "
-          f"mode={sc.mode}, {len(plan)} level{'s' if len(plan) != 1 else ''} "
+          f"mode={sc.mode}, {len(levels)} level{'s' if len(levels) != 1 else ''} "
           f"(levels={sc.levels})")
     print(f"denoiser:  {dn.backend}, {dn.dtype}, working memory <= "
           f"{format_bytes(dn.memory_budget_mb * 2**20)} per call")
-    device = api.resolve_device("auto")
-    backends = [api.level_backend(cfg, device, ref_hw=e.ref_hw, out_hw=e.out_hw,
-                                  channels=info.channels) for e in est]
     print(f"levels, coarsest first (sizes and memory of the exact denoiser; dictionary = "
           f"ref patches x P*P*C x 4 bytes; backend as chosen on {device.type}):")
-    for line in format_table(est, backends):
+    for line in format_table(costs):
         print("  " + line)
-    peak = max(e.memory_bytes for e in est)
-    total = sum(e.gflop for e in est)
+    peak = max(e.memory_bytes for e in costs)
+    total = sum(e.gflop for e in costs)
     print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
           f"per sample")
     return 0
@@ -587,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (argparse usage errors exit 2 directly)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging(args)
     try:
         return int(args.func(args) or 0)
     except GigapatchError as exc:

@@ -1,7 +1,8 @@
 """One typed configuration, loaded from YAML, that rejects unknown keys and wrong types.
 
-The config is read here and turned into plain arguments by ``gigapatch.pipeline``; nothing
-below the pipeline (diffusion, tiling, storage) ever sees a ``Config`` object.
+The config is read here and turned into plain arguments and small settings objects by
+``gigapatch.pipeline.plan`` (e.g. ``denoiser_settings``); nothing below the pipeline
+(diffusion, tiling, storage) ever sees a ``Config`` object.
 
 Every key, its default and its meaning are documented in ``configs/default.yaml``.
 ``--set section.key=value`` overrides one key from the command line (the value is parsed
@@ -260,12 +261,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in get_args(tp):
             try:
                 return _coerce(value, arg, key, source)
-            except GigapatchError as exc:
-                errors.append(exc)
+            except GigapatchError:
+                pass
         raise _type_error(value, tp, key, source)
     if origin is Literal:
         if value in get_args(tp) and not isinstance(value, bool):

@@ -146,3 +146,33 @@ def check_output_format(output: str | os.PathLike, fmt: str | None,
         suffix = Path(text).suffix or "no suffix"
         raise GigapatchError(f"{shown(name, fmt)} does not match the output {output} "
                              f"({suffix}); name it *{suffixes[0]} or drop {name}")
+
+
+def resolve_size(ref_hw: tuple[int, int], size: Any = None,
+                 scale: Any = None) -> tuple[int, int]:
+    """The output (height, width) from an explicit size or a scale of the reference.
+
+    Parameters
+    ----------
+    ref_hw : (int, int)
+        Reference (height, width).
+    size : (int, int), optional
+        Output (width, height), as written on the command line (``--size WxH``).
+    scale : float or (float, float), optional
+        Factor of the reference size, or (x factor, y factor).
+
+    Returns
+    -------
+    (int, int)
+        Output (height, width).
+    """
+    if size is not None and scale is not None:
+        raise GigapatchError("give either size= or scale=, not both")
+    if size is not None:
+        w, h = check_size(size)
+        return h, w
+    if scale is None:
+        return ref_hw
+    scale = check_scale(scale)
+    sx, sy = (scale, scale) if isinstance(scale, float) else scale
+    return max(1, round(ref_hw[0] * sy)), max(1, round(ref_hw[1] * sx))

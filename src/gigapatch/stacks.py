@@ -183,11 +183,11 @@ def check_stack_fits(ref_hw: tuple[int, int], channels: int, config: Any,
                      names: Sequence[str]) -> None:
     """Refuse a stack whose patches cannot be held: even the coarsest level's patches must
     fit ``denoiser.index_budget_mb`` (the fast backend subsamples finer levels to it)."""
-    from .api import plan_levels
     from .diffusion.levels import patch_count
+    from .pipeline.plan import plan_levels
 
     p = config.sampler.patch_size
-    plan = plan_levels(ref_hw, ref_hw, config)
+    plan = plan_levels(ref_hw, ref_hw, channels, config)
     per_patch = channels * p * p * 4 + 32
     budget = config.denoiser.index_budget_mb * 2**20
     fits = budget // per_patch

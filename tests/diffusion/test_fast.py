@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from gigapatch.diffusion.fast import (FastDenoiser, FastParams, build_fast_level,
-                                      fast_extra_halo, query_positions)
-from gigapatch.diffusion.generator import level_halo, make_denoise, sample_level
+from gigapatch.config import load_config
+from gigapatch.diffusion.backends import make_denoise
+from gigapatch.diffusion.fast import (FastDenoiser, build_fast_level, fast_extra_halo,
+                                      query_positions)
+from gigapatch.diffusion.generator import level_halo, sample_level
 from gigapatch.diffusion.patch_index import PatchIndex
 from gigapatch.diffusion.schedules import flow_linear
+from gigapatch.pipeline.plan import denoiser_settings
 
 from ..helpers import texture
 
-
 P = 5
+#: the default config's denoiser settings; tests replace the fast backend's knobs
+SETTINGS = denoiser_settings(load_config())
 
 
 def _run(denoise, box, seed=3, steps=6, level=1):
@@ -25,11 +31,12 @@ def _run(denoise, box, seed=3, steps=6, level=1):
 def test_fast_equals_exact_with_all_candidates():
     idx = PatchIndex.from_image(texture(), P)
     box = (0, 0, 22, 26)
-    exact = _run(make_denoise(idx, patch_size=P, rho=0.2, backend="exact"), box)
-    params = FastParams(candidates=idx.size, broad_steps=2, broad_stride=1, query_stride=1,
-                        init="exhaustive")
-    fast = _run(make_denoise(idx, patch_size=P, rho=0.2, backend="fast", fast=params,
-                             dictionary_size=10**9), box)
+    exact = _run(make_denoise(idx, patch_size=P, rho=0.2, backend="exact",
+                              settings=SETTINGS), box)
+    params = replace(SETTINGS, candidates=idx.size, broad_steps=2, broad_stride=1,
+                     query_stride=1, init="exhaustive", dictionary_size=10**9)
+    fast = _run(make_denoise(idx, patch_size=P, rho=0.2, backend="fast", settings=params),
+                box)
     # bound: float32 summation order only
     assert torch.allclose(fast, exact, atol=1e-4), (fast - exact).abs().max()
 
@@ -38,7 +45,8 @@ def test_candidates_always_valid():
     idx = PatchIndex.from_image(texture(), P)
     lv = build_fast_level(idx, pca_dims=8, dictionary_size=16)
     dn = FastDenoiser(lv, patch_size=P, rho=0.2,
-                      params=FastParams(candidates=4, broad_steps=1, query_stride=2, probes=3))
+                      params=replace(SETTINGS, candidates=4, broad_steps=1, query_stride=2,
+                                     probes=3))
     dn = dn.bind(origin=(2, 4), seed=1, level=0)
     x = torch.randn(3, 21, 23)
     cands = []
@@ -55,10 +63,9 @@ def test_candidates_always_valid():
 
 
 def _fast(idx, **kw):
-    params = FastParams(candidates=4, broad_steps=2, query_stride=kw.pop("stride", 2),
-                        probes=2, broad_stride=2)
-    return make_denoise(idx, patch_size=P, rho=0.2, backend="fast", fast=params,
-                        pca_dims=6, dictionary_size=32)
+    params = replace(SETTINGS, candidates=4, broad_steps=2, query_stride=kw.pop("stride", 2),
+                     probes=2, broad_stride=2, pca_dims=6, dictionary_size=32)
+    return make_denoise(idx, patch_size=P, rho=0.2, backend="fast", settings=params)
 
 
 def test_deterministic_across_runs_and_threads():

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import torch
 
-from gigapatch.diffusion.generator import (coarse_box_for, level_halo, make_denoise,
-                                           sample_level, upsample_to_box)
+from gigapatch.config import load_config
+from gigapatch.diffusion.backends import make_denoise
+from gigapatch.diffusion.generator import (coarse_box_for, level_halo, sample_level,
+                                           upsample_to_box)
 from gigapatch.diffusion.patch_index import PatchIndex
 from gigapatch.diffusion.schedules import flow_linear
+from gigapatch.pipeline.plan import denoiser_settings
 
 from ..helpers import rand
+
+#: the default config's denoiser settings (the exact backend reads dtype and memory budget)
+SETTINGS = denoiser_settings(load_config())
 
 
 def test_sampler_on_a_single_patch_set_reproduces_it():
@@ -18,7 +24,7 @@ def test_sampler_on_a_single_patch_set_reproduces_it():
     # (image == patch) the posterior is that patch at every step
     img = rand(3, 5, 5, seed=15)
     idx = PatchIndex.from_image(img, 5)
-    den = make_denoise(idx, patch_size=5, rho=0.2)
+    den = make_denoise(idx, patch_size=5, rho=0.2, backend="exact", settings=SETTINGS)
     out = sample_level(den, box=(0, 0, 5, 5), channels=3, seed=1, level=0,
                        sigmas=flow_linear(5), eta=0.0)
     torch.testing.assert_close(out, img)
@@ -26,7 +32,7 @@ def test_sampler_on_a_single_patch_set_reproduces_it():
 
 def _window_sample(index, p, t, whole_hw, box, seed, coarse=None):
     sig = flow_linear(t)
-    den = make_denoise(index, patch_size=p, rho=0.2)
+    den = make_denoise(index, patch_size=p, rho=0.2, backend="exact", settings=SETTINGS)
     up = None
     if coarse is not None:
         cb = coarse_box_for(box, coarse.shape[1:])

@@ -1,5 +1,19 @@
-"""The run plan: per-level global/tiled modes, the halo derived from the sampler's
-parameters, the run key."""
+"""The run plan (pipeline.plan): per-level global/tiled/resize modes by one tiling rule,
+the halo derived from the sampler's parameters, the run key, one settings object from the
+config, one level record read by generate, the tiled pipeline and info; the per-process
+cache of the tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+from gigapatch.config import DenoiserConfig, load_config
+from gigapatch.diffusion.levels import Level
+from gigapatch.diffusion.settings import CONFIG_FIELDS, DenoiserSettings
+from gigapatch.pipeline.plan import denoiser_settings, is_tiled, make_plan, plan_levels
 
 
 def test_halo_is_derived_from_sampler_parameters(monkeypatch):
@@ -27,15 +41,106 @@ def test_plan_global_and_tiled_levels():
     cfg = load_config("default", ["sampler.patch_size=5", "sampler.steps=3",
                                   "tiling.global_max_pixels=5000"])
     plan = make_plan((40, 44), (130, 150), 3, cfg, seed=0, ref_digest="x", tile=64,
-                     force_tiled=None)
+                     tiled=None)
     modes = [lv.mode for lv in plan.levels]
     assert modes[0] == "global" and modes[-1] == "tiled"
     assert all(lv.halo == 0 for lv in plan.levels if lv.mode == "global")
-    assert plan.levels[-1].grid.shape == (3, 3)
+    assert plan.grids[-1].shape == (3, 3)
     forced = make_plan((40, 44), (130, 150), 3, cfg, seed=0, ref_digest="x", tile=64,
-                       force_tiled=True)
+                       tiled=True)
     assert all(lv.mode == "tiled" for lv in forced.levels)
     assert forced.run_key != plan.run_key
     other_seed = make_plan((40, 44), (130, 150), 3, cfg, seed=1, ref_digest="x", tile=64,
-                           force_tiled=True)
+                           tiled=True)
     assert other_seed.run_key != forced.run_key
+
+
+TINY = ["sampler.patch_size=5", "sampler.steps=3"]
+
+
+def test_denoiser_settings_come_from_the_config_only():
+    # every config key of the denoiser section maps to one settings field, and no field
+    # that mirrors a config key has a default of its own that could disagree with it
+    assert sorted(CONFIG_FIELDS.values()) == sorted(f.name for f in
+                                                   dataclasses.fields(DenoiserConfig))
+    no_default = {f.name for f in dataclasses.fields(DenoiserSettings)
+                  if f.default is dataclasses.MISSING}
+    assert no_default == set(CONFIG_FIELDS)
+    cfg = load_config("default", ["denoiser.candidates=5", "denoiser.query_stride=3",
+                                  "denoiser.broad_below_steps=1"])
+    s = denoiser_settings(cfg)
+    for field, key in CONFIG_FIELDS.items():
+        assert getattr(s, field) == getattr(cfg.denoiser, key), field
+    assert (s.candidates, s.query_stride, s.broad_steps) == (5, 3, 1)
+    # the default preset's values, not the fast backend's old private defaults (16, 1)
+    d = denoiser_settings(load_config())
+    assert (d.candidates, d.query_stride) == (8, 2)
+
+
+@pytest.mark.parametrize("mode,forced,hw,want", [
+    ("auto", None, (100, 100), True), ("auto", None, (50, 50), False),
+    ("auto", True, (10, 10), True), ("always", None, (10, 10), True),
+    ("never", None, (1000, 1000), False), ("never", True, (10, 10), True),
+])
+def test_one_tiling_rule(mode, forced, hw, want):
+    cfg = load_config("default", [f"tiling.mode={mode}", "tiling.global_max_pixels=5000"])
+    assert is_tiled(hw, cfg.tiling, forced) is want
+
+
+def test_plan_modes_follow_the_rule_including_never():
+    # tiling.mode: never keeps every level global even in the tiled pipeline (the plan
+    # used to tile levels above global_max_pixels there while the CLI and info did not)
+    for mode, want in [("never", ["global"] * 3), ("auto", ["global", "tiled", "tiled"]),
+                       ("always", ["tiled"] * 3)]:
+        cfg = load_config("default", TINY + [f"tiling.mode={mode}",
+                                             "tiling.global_max_pixels=3000"])
+        plan = make_plan((40, 44), (130, 150), 3, cfg, seed=0, ref_digest="x", tile=64,
+                         tiled=None)
+        assert [lv.mode for lv in plan.levels] == want, mode
+        assert all(len(g) == 1 for g, m in zip(plan.grids, want) if m == "global")
+        assert [g.halo for g in plan.grids] == [lv.halo for lv in plan.levels]
+        assert all((lv.halo > 0) == (lv.mode == "tiled") for lv in plan.levels)
+
+
+def test_one_level_record_for_every_reader():
+    cfg = load_config("default", TINY + ["sampler.mode=retarget"])
+    levels = plan_levels((40, 44), (80, 44), 3, cfg, device="cpu")
+    assert all(isinstance(lv, Level) for lv in levels)
+    assert [lv.level for lv in levels] == list(range(len(levels)))
+    assert levels[0].mode == "resize" and levels[-1].out_hw == (80, 44)
+    assert levels[-1].patches == (40 - 4) * (44 - 4)
+    assert all(lv.backend in ("exact", "fused", "fast") for lv in levels)
+    plan = make_plan((40, 44), (80, 44), 3, cfg, seed=0, ref_digest="x", tile=64,
+                     tiled=True)
+    assert plan.levels == plan_levels((40, 44), (80, 44), 3, cfg, device="cpu", tiled=True)
+    assert plan.denoiser == denoiser_settings(cfg)
+    with pytest.raises(ValueError):
+        Level(0, (8, 8), (8, 8), 16, "exact", "tiles")
+
+
+def test_process_cache_builds_each_key_once():
+    from gigapatch.pipeline.tasks import ProcessCache
+
+    cache = ProcessCache()
+    builds = []
+    start = threading.Barrier(8)
+
+    def build():
+        builds.append(1)
+        threading.Event().wait(0.05)  # a slow build: the other threads must wait for it
+        return object()
+
+    got = []
+
+    def worker():
+        start.wait()
+        got.append(cache.get("k", build))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len({id(v) for v in got}) == 1
+    cache.clear()
+    assert cache.get("k", build) is not got[0] and len(builds) == 2

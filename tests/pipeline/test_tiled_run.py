@@ -28,7 +28,7 @@ def test_tiled_equals_whole_image(ref, cfg, oracle, tiled64, tile, workers, tmp_
     from gigapatch.pipeline import read_result
 
     res64, img64 = tiled64
-    assert res64.plan.levels[-1].grid.shape == (3, 3)  # really tiled
+    assert res64.plan.grids[-1].shape == (3, 3)  # really tiled
     assert img64.shape == oracle.shape
     # the finest level is stored only quantised (output/0): it equals the quantised
     # whole-image sample exactly
@@ -60,17 +60,26 @@ def test_resume_after_kill_9(ref, cfg, tiled64, tmp_path):
 
     run_dir = tmp_path / "run"
     np.save(tmp_path / "ref.npy", ref)
+    # the child slows every done marker by 0.5 s so it can be killed part-way
     script = textwrap.dedent(f"""
+        import time
         import numpy as np
+        import pytest
+        from gigapatch.api import generate_tiled
         from gigapatch.config import load_config
-        from gigapatch.pipeline import run_tiled
+        from gigapatch.pipeline import TiledOptions
+        from gigapatch.storage.runstore import RunStore
+        mark_done = RunStore.mark_done
+        def slow_mark_done(self, *a, **k):
+            time.sleep(0.5)
+            return mark_done(self, *a, **k)
+        pytest.MonkeyPatch().setattr(RunStore, "mark_done", slow_mark_done)
         ref = np.load({str(tmp_path / 'ref.npy')!r})
         cfg = load_config("default", {OVERRIDES!r})
-        run_tiled(ref, None, size={SIZE!r}, seed={SEED}, config=cfg, device="cpu",
-                  run_dir={str(run_dir)!r}, tile=64, workers=1)
+        generate_tiled(ref, None, size={SIZE!r}, seed={SEED}, config=cfg, device="cpu",
+                       options=TiledOptions(run_dir={str(run_dir)!r}, tile=64, workers=1))
     """)
-    env = dict(os.environ, GIGAPATCH_TEST_TILE_DELAY="0.5")
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         deadline = time.time() + 120
         done = 0
@@ -108,10 +117,7 @@ def test_other_config_refuses(ref, cfg, tiled64, tmp_path):
     assert "different run" in msg and "--run-dir" in msg and "delete" in msg
     assert "\n" not in msg
     with pytest.raises(GigapatchError, match="different run"):
-        from gigapatch.pipeline import run_tiled
-
-        run_tiled(ref, None, size=SIZE, seed=SEED + 1, config=cfg, device="cpu",
-                  run_dir=res64.run_dir, tile=64)
+        _run(ref, cfg, res64.run_dir, seed=SEED + 1)
 
 
 def test_lock_refuses_live_owner_and_takes_over_dead(ref, cfg, tiled64):
@@ -154,7 +160,7 @@ def test_device_turns_overlap_io_with_tiles(ref, cfg, tiled64, tmp_path, monkeyp
     import importlib
     import threading
 
-    import gigapatch.diffusion.generator as gen
+    import gigapatch.pipeline.tasks as tasks
     from gigapatch.pipeline import read_result
     from gigapatch.storage.runstore import RunStore
 
@@ -163,7 +169,7 @@ def test_device_turns_overlap_io_with_tiles(ref, cfg, tiled64, tmp_path, monkeyp
     state = {"inside": 0, "max_inside": 0, "overlapped": 0}
     guard = threading.Lock()
     wrote = threading.Event()
-    real_sample, real_write = gen.sample_level, RunStore.write
+    real_sample, real_write = tasks.sample_level, RunStore.write
 
     def sample(*a, **k):
         with guard:
@@ -182,7 +188,7 @@ def test_device_turns_overlap_io_with_tiles(ref, cfg, tiled64, tmp_path, monkeyp
         wrote.set()
         return real_write(self, name, box, data)
 
-    monkeypatch.setattr(gen, "sample_level", sample)
+    monkeypatch.setattr(tasks, "sample_level", sample)
     monkeypatch.setattr(RunStore, "write", write)
     res = _run(ref, cfg, tmp_path / "run", tile=64)
     assert res.tasks_computed == res.tasks_total

@@ -34,12 +34,14 @@ __all__ = [
     "fold_window",
     "image_denoise",
     "PatchDenoiser",
+    "GEMM_DTYPES",
 ]
 
 #: a function (patches (M, D), a, s) -> denoised patches (M, D)
 PatchDenoiser = Callable[[torch.Tensor, float, float], torch.Tensor]
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: ``dtype`` setting -> the torch dtype of the similarity GEMMs
+GEMM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _chunk_rows(budget_bytes: int, per_row_bytes: int, total: int) -> int:
@@ -84,7 +86,7 @@ def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float,
     # blocks of (mq x nk) float32 logits, plus their exp, plus the query/output rows
     nk = _chunk_rows(budget // 4, 8 * 64, n)  # at least 64 query rows per key block
     mq = _chunk_rows(budget, 8 * nk + 8 * d, m)
-    gemm_dtype = _DTYPES[dtype]
+    gemm_dtype = GEMM_DTYPES[dtype]
     keys = index.patches if gemm_dtype == torch.float32 else index.patches.to(gemm_dtype)
     scale = 2.0 * a * inv2s2
     for q0 in range(0, m, mq):
@@ -159,7 +161,7 @@ def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float,
     """
     m, d = x.shape
     n = index.size
-    gemm_dtype = _DTYPES[dtype]
+    gemm_dtype = GEMM_DTYPES[dtype]
     dev = x.device
     # q = [x, 1], k = [a y, -a^2 |y|^2 / 2 + s^2 log n], v = y, scale = 1 / s^2
     k = torch.cat([a * index.patches,

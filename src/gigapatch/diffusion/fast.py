@@ -40,28 +40,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .denoiser import _DTYPES, fold_window, posterior_mean_exact
-from .noise import _mix, _srl, stream_key
+from .denoiser import GEMM_DTYPES, fold_window, posterior_mean_exact
+from .noise import mix64, srl, stream_key
 from .numerics import blas_invariant
 from .patch_index import PatchIndex
 from .schedules import signal_scale
+from .settings import DenoiserSettings
 
-__all__ = ["FastLevel", "FastParams", "FastDenoiser", "build_fast_level", "fast_extra_halo",
+__all__ = ["FastLevel", "FastDenoiser", "build_fast_level", "fast_extra_halo",
            "query_positions", "grid_unfold", "grid_fold", "choose_backend"]
-
-
-@dataclass(frozen=True)
-class FastParams:
-    """Knobs of the fast backend (see ``configs/default.yaml``, section denoiser)."""
-
-    candidates: int = 16
-    broad_steps: int = 3
-    query_stride: int = 1
-    probes: int = 4
-    broad_stride: int = 4
-    init: str = "dictionary"
-    dtype: str = "float32"
-    memory_budget_mb: float = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,7 +204,7 @@ def build_fast_level(index: PatchIndex, *, pca_dims: int = 32, dictionary_size: 
         dict_ids = reps[keep]
         dictionary = PatchIndex.from_patches(index.patches[dict_ids], index.patch_size,
                                              index.channels, mult[keep])
-    return FastLevel(index, mean, basis, proj.to(_DTYPES[dtype]).contiguous(), proj_sq,
+    return FastLevel(index, mean, basis, proj.to(GEMM_DTYPES[dtype]).contiguous(), proj_sq,
                      dictionary, dict_ids)
 
 
@@ -296,7 +283,7 @@ class FastDenoiser:
     """
 
     def __init__(self, level: FastLevel, *, patch_size: int, rho: float,
-                 params: FastParams = FastParams(), origin: tuple[int, int] = (0, 0),
+                 params: DenoiserSettings, origin: tuple[int, int] = (0, 0),
                  seed: int = 0, level_id: int = 0) -> None:
         self.level = level
         self.patch_size = patch_size
@@ -426,7 +413,7 @@ class FastDenoiser:
         outs = []
         for j in range(self.params.probes):
             key = stream_key(self.seed, self.level_id, step, 1_000_003 + j)
-            outs.append(_srl(_mix(counter ^ key), 11) % n)
+            outs.append(srl(mix64(counter ^ key), 11) % n)
         return torch.stack(outs, 1) if outs else counter.new_empty((counter.numel(), 0))
 
     def _propagate(self, prev: torch.Tensor, qid: torch.Tensor, rows: torch.Tensor,
@@ -530,12 +517,13 @@ class FastDenoiser:
 
 
 def make_fast_denoise(index: PatchIndex, *, patch_size: int, rho: float,
-                      params: FastParams = FastParams(), pca_dims: int = 32,
-                      dictionary_size: int = 2048, level: FastLevel | None = None) \
+                      params: DenoiserSettings, level: FastLevel | None = None) \
         -> FastDenoiser:
-    """A fast-backend ``denoise(x, s)`` for one level (unbound: origin (0, 0), seed 0)."""
+    """A fast-backend ``denoise(x, s)`` for one level (unbound: origin (0, 0), seed 0);
+    ``params.pca_dims`` and ``params.dictionary_size`` shape its per-level precomputation."""
     if level is None:
-        level = build_fast_level(index, pca_dims=pca_dims, dictionary_size=dictionary_size,
+        level = build_fast_level(index, pca_dims=params.pca_dims,
+                                 dictionary_size=params.dictionary_size,
                                  dtype=params.dtype, memory_budget_mb=params.memory_budget_mb)
     return FastDenoiser(level, patch_size=patch_size, rho=rho, params=params)
 

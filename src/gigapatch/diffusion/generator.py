@@ -1,75 +1,45 @@
-"""One pyramid level of the coarse-to-fine sampler, on a window of global coordinates.
+"""The coarse-to-fine sampler: levels -> window -> steps.
 
-The same function samples a whole level (the window is the image) and a tile of it (the
-window is the tile's core plus halo): noise comes from global coordinates, the image
-denoiser pads nothing, and the pyramid filters are exact factor-2 FIR filters, so every
-pixel at distance ``halo`` or more from a window edge that is not an image border gets the
-value the whole-image sampler gives it.
+* :func:`sample_levels` samples every level of one whole output, coarsest first
+  (``gigapatch.generate``);
+* :func:`sample_level` samples one level over a window of global coordinates: the whole
+  level, or a tile's core plus halo (the tiled pipeline's tasks). Both call it;
+* the steps are ``sampling.sample_ddim``, a pure function over ``denoise(x, s)``.
+
+Windows are plain ``(y0, x0, y1, x1)`` tuples, half-open, in a level's global pixel
+coordinates: this package imports nothing else of gigapatch, and the one ``Box`` class
+(``gigapatch.tiling.Box``) converts with ``Box.as_tuple()``.
+
+The same function samples a whole level and a tile of it: noise comes from global
+coordinates, the image denoiser pads nothing, and the pyramid filters are exact factor-2
+FIR filters, so every pixel at distance ``halo`` (:func:`level_halo`) or more from a window
+edge that is not an image border gets the value the whole-image sampler gives it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
-from .denoiser import image_denoise, posterior_mean
-from .fast import FastParams, make_fast_denoise
+from .backends import level_denoiser
+from .levels import Level
 from .noise import INIT_STEP, gaussian_noise
-from .patch_index import PatchIndex
-from .pyramid import BLUR_RADIUS, UP_RADIUS, up2
+from .pyramid import BLUR_RADIUS, UP_RADIUS, gaussian_pyramid, up2
 from .sampling import Denoise, laplacian_blend, sample_ddim
-from .schedules import signal_scale
-from .torus import NO_WRAP, Wrap, periodic_blur2
+from .settings import DenoiserSettings
+from .symmetry import MirroredDenoiser
+from .torus import NO_WRAP, PeriodicDenoiser, Wrap, periodic_blur2, periodic_up2
 
-__all__ = ["make_denoise", "upsample_to_box", "sample_level", "step_radius", "level_halo",
-           "coarse_box_for"]
+__all__ = ["sample_levels", "sample_level", "resize_level", "upsample_to_box", "step_radius",
+           "level_halo", "coarse_box_for"]
 
-Box = tuple[int, int, int, int]
+log = logging.getLogger(__name__)
 
-
-def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str = "exact",
-                 memory_budget_mb: float = 1024, dtype: str = "float32",
-                 fast: FastParams | None = None, pca_dims: int = 32,
-                 dictionary_size: int = 2048) -> Denoise:
-    """The image denoiser ``denoise(x, s)`` of one level.
-
-    Parameters
-    ----------
-    index : PatchIndex
-        The level's clean patches, on the device the images will live on.
-    patch_size : int
-    rho : float
-        Fold window std.
-    backend : {"exact", "fused", "fast"}
-    memory_budget_mb : float
-    dtype : str
-        Precision of the similarity search.
-    fast : FastParams, optional
-        Knobs of the fast backend (``diffusion.fast``); ``pca_dims`` and ``dictionary_size``
-        shape its per-level precomputation.
-
-    Returns
-    -------
-    callable
-        ``denoise(x (C, H, W), s) -> x_hat (C, H, W)``. The fast backend's denoiser is
-        stateful and has ``bind(origin=, seed=, level=)``, which ``sample_level`` calls.
-    """
-    if backend == "fast":
-        params = fast or FastParams(dtype=dtype, memory_budget_mb=memory_budget_mb)
-        return make_fast_denoise(index, patch_size=patch_size, rho=rho, params=params,
-                                 pca_dims=pca_dims, dictionary_size=dictionary_size)
-
-    def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
-        a = signal_scale(s)
-
-        def patches(q: torch.Tensor) -> torch.Tensor:
-            return posterior_mean(q, index, a, s, backend=backend,
-                                  memory_budget_mb=memory_budget_mb, dtype=dtype)
-
-        return image_denoise(x, patches, patch_size, rho, memory_budget_mb=memory_budget_mb)
-
-    return denoise
+#: (y0, x0, y1, x1), half-open, global pixel coordinates of one level
+Window = tuple[int, int, int, int]
 
 
 def step_radius(patch_size: int) -> int:
@@ -77,12 +47,13 @@ def step_radius(patch_size: int) -> int:
     return patch_size - 1
 
 
-def level_halo(patch_size: int, steps: int, blended: bool) -> int:
+def level_halo(patch_size: int, steps: int, blended: bool, extra: int = 0) -> int:
     """Halo (pixels per side) a window needs for its core to match the whole image.
 
     Each denoiser call reads P - 1 pixels around every pixel it writes; each blend (all
-    steps but the last, on levels with a coarser level) reads ``BLUR_RADIUS`` more. The
-    result is rounded up to even so that window origins stay on the 2x grid.
+    steps but the last, on levels with a coarser level) reads ``BLUR_RADIUS`` more; a
+    denoiser backend may need ``extra`` pixels beyond that (``fast.fast_extra_halo``). The
+    sum is rounded up to even, once, so that window origins stay on the 2x grid.
 
     Parameters
     ----------
@@ -91,18 +62,21 @@ def level_halo(patch_size: int, steps: int, blended: bool) -> int:
         T.
     blended : bool
         Whether the level takes its low frequencies from a coarser level.
+    extra : int
+        The backend's extra reach.
 
     Returns
     -------
     int
+        Even.
     """
-    halo = steps * step_radius(patch_size)
+    halo = steps * step_radius(patch_size) + extra
     if blended:
         halo += (steps - 1) * BLUR_RADIUS
     return halo + (halo % 2)
 
 
-def coarse_box_for(box: Box, coarse_hw: tuple[int, int]) -> Box:
+def coarse_box_for(box: Window, coarse_hw: tuple[int, int]) -> Window:
     """The coarser level's window that ``upsample_to_box`` needs for a fine window.
 
     Parameters
@@ -123,7 +97,7 @@ def coarse_box_for(box: Box, coarse_hw: tuple[int, int]) -> Box:
             min(coarse_hw[0], (y1 + 1) // 2 + m), min(coarse_hw[1], (x1 + 1) // 2 + m))
 
 
-def upsample_to_box(coarse: torch.Tensor, coarse_origin: tuple[int, int], box: Box) \
+def upsample_to_box(coarse: torch.Tensor, coarse_origin: tuple[int, int], box: Window) \
         -> torch.Tensor:
     """Upsample a window of the coarser level and crop it to a fine window.
 
@@ -148,7 +122,7 @@ def upsample_to_box(coarse: torch.Tensor, coarse_origin: tuple[int, int], box: B
     return up[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
-def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level: int,
+def sample_level(denoise: Denoise, *, box: Window, channels: int, seed: int, level: int,
                  sigmas: torch.Tensor, eta: float, coarse_up: torch.Tensor | None = None,
                  device: torch.device | str = "cpu",
                  callback: Callable[[int], None] | None = None,
@@ -158,7 +132,7 @@ def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level:
     Parameters
     ----------
     denoise : callable
-        The level's image denoiser (``make_denoise``).
+        The level's image denoiser (``backends.level_denoiser``).
     box : (y0, x0, y1, x1)
         The window in the level's global pixel coordinates (the whole level, or a tile's
         core plus halo clipped to the level).
@@ -196,3 +170,76 @@ def sample_level(denoise: Denoise, *, box: Box, channels: int, seed: int, level:
         laplacian_blend(coarse_up, blur) if blur else laplacian_blend(coarse_up)
     return sample_ddim(denoise, x_init, sigmas, eta=eta, noise=noise, blend=blend,
                        callback=callback)
+
+
+def resize_level(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of (C, H, W) to ``hw``: retargeting's coarsest level
+    (a level whose mode is ``resize``) is the resized reference level."""
+    if tuple(image.shape[1:]) == tuple(hw):
+        return image
+    return F.interpolate(image[None], size=hw, mode="bicubic", antialias=True,
+                         align_corners=False)[0]
+
+
+def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int, rho: float,
+                  sigmas: torch.Tensor, eta: float, settings: DenoiserSettings, seed: int,
+                  wrap: Wrap = NO_WRAP, mirror: Wrap = NO_WRAP,
+                  progress: Callable[[Level, int], None] | None = None) -> list[torch.Tensor]:
+    """Sample every level of one whole output, coarsest first (what ``generate`` runs).
+
+    Parameters
+    ----------
+    ref : Tensor, shape (C, H, W)
+        The reference in model space [-1, 1], on the sampling device.
+    levels : sequence of Level
+        The run's levels, coarsest first (``gigapatch.pipeline.plan.plan_levels``); each
+        is sampled over its whole output size (a ``resize`` level is the resized
+        reference).
+    patch_size, rho, eta
+        The sampler's P, fold window std and stochasticity.
+    sigmas : Tensor, shape (T,)
+        The schedule (``schedules.flow_linear``).
+    settings : DenoiserSettings
+    seed : int
+    wrap : Wrap
+        Axes on which every level is a torus (a tileable output, ``torus``): the denoiser
+        pads circularly, the coarse level upsamples and the blend blurs with wrap-around.
+    mirror : Wrap
+        Axes of mirror symmetry (``symmetry.MirroredDenoiser``).
+    progress : callable, optional
+        ``progress(level, n)`` after ``n`` more steps of ``level`` are done (each denoiser
+        call; all T at once for a resized level).
+
+    Returns
+    -------
+    list of Tensor, shape (C, h_k, w_k)
+        Each level's clean estimate in [-1, 1] (not clamped), coarsest first.
+    """
+    ref_pyr = gaussian_pyramid(ref, len(levels))
+    channels = ref.shape[0]
+    steps = int(sigmas.shape[0])
+    outs: list[torch.Tensor] = []
+    prev: torch.Tensor | None = None
+    for lv in levels:
+        h, w = lv.out_hw
+        if lv.mode == "resize":
+            prev = resize_level(ref_pyr[lv.level], (h, w))
+            outs.append(prev)
+            if progress is not None:
+                progress(lv, steps)
+            continue
+        box = (0, 0, h, w)
+        denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
+                                 rho=rho, settings=settings)
+        if wrap:
+            denoise = PeriodicDenoiser(denoise, patch_size, wrap)
+        if mirror:
+            denoise = MirroredDenoiser(denoise, mirror)
+        coarse_up = None if prev is None else periodic_up2(prev, wrap)[:, :h, :w] if wrap \
+            else upsample_to_box(prev, (0, 0), box)
+        prev = sample_level(denoise, box=box, channels=channels, seed=seed, level=lv.level,
+                            sigmas=sigmas, eta=eta, coarse_up=coarse_up, device=ref.device,
+                            callback=(lambda i, lv=lv: progress(lv, 1)) if progress else None,
+                            wrap=wrap)
+        outs.append(prev)
+    return outs

@@ -1,4 +1,4 @@
-"""How many pyramid levels, and the reference and output size at each.
+"""How many pyramid levels, the reference and output size at each, and the level record.
 
 The reference pyramid is repeated 2x downsampling until the coarsest short side is about
 ``coarsest_ratio * P``; the output has the same number of levels, its level k being the
@@ -13,16 +13,47 @@ from dataclasses import dataclass
 
 from .pyramid import level_shapes
 
-__all__ = ["LevelShape", "auto_level_count", "plan_level_shapes", "patch_count"]
+__all__ = ["Level", "LEVEL_MODES", "auto_level_count", "level_sizes", "patch_count"]
+
+#: how a level is sampled: one window over the whole level, a grid of tiles with a halo,
+#: or (retargeting's coarsest level) the resized reference
+LEVEL_MODES = ("global", "tiled", "resize")
 
 
 @dataclass(frozen=True)
-class LevelShape:
-    """One level: its index (0 = coarsest) and the reference and output (height, width)."""
+class Level:
+    """One pyramid level of a run, as planned (``gigapatch.pipeline.plan.plan_levels``).
+
+    The one level record: ``generate``, the tiled pipeline and ``gigapatch info`` all read
+    these.
+
+    Attributes
+    ----------
+    level : int
+        0 = coarsest.
+    ref_hw, out_hw : (int, int)
+        Reference and output (height, width) at this level.
+    patches : int
+        Reference patches (stride 1) of the level: the exact denoiser's index size.
+    backend : {"exact", "fused", "fast"}
+        The level's denoiser backend (``auto`` already resolved).
+    mode : {"global", "tiled", "resize"}
+        See :data:`LEVEL_MODES`.
+    halo : int
+        Pixels per side a tile window adds to its core (0 unless ``mode == "tiled"``).
+    """
 
     level: int
     ref_hw: tuple[int, int]
     out_hw: tuple[int, int]
+    patches: int
+    backend: str
+    mode: str
+    halo: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in LEVEL_MODES:
+            raise ValueError(f"level mode {self.mode!r} is not one of {LEVEL_MODES}")
 
 
 def patch_count(hw: tuple[int, int], patch_size: int) -> int:
@@ -58,8 +89,8 @@ def auto_level_count(ref_hw: tuple[int, int], patch_size: int, coarsest_ratio: f
     return best
 
 
-def plan_level_shapes(ref_hw: tuple[int, int], out_hw: tuple[int, int], patch_size: int,
-                      levels: int) -> list[LevelShape]:
+def level_sizes(ref_hw: tuple[int, int], out_hw: tuple[int, int], patch_size: int,
+                levels: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Reference and output sizes per level, coarsest first.
 
     Parameters
@@ -73,11 +104,12 @@ def plan_level_shapes(ref_hw: tuple[int, int], out_hw: tuple[int, int], patch_si
 
     Returns
     -------
-    list of LevelShape
+    list of ((int, int), (int, int))
+        ``(ref_hw, out_hw)`` of each level, coarsest first.
     """
     while levels > 1 and (min(min(s) for s in level_shapes(*ref_hw, levels)) < patch_size
                           or min(min(s) for s in level_shapes(*out_hw, levels)) < patch_size):
         levels -= 1
     refs = level_shapes(*ref_hw, levels)
     outs = level_shapes(*out_hw, levels)
-    return [LevelShape(i, r, o) for i, (r, o) in enumerate(zip(refs, outs))]
+    return list(zip(refs, outs))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gaussian_noise", "stream_key", "INIT_STEP"]
+__all__ = ["gaussian_noise", "stream_key", "mix64", "srl", "INIT_STEP"]
 
 _MASK64 = (1 << 64) - 1
 #: the ``step`` value of the initial noise x_T of a level
@@ -56,16 +56,18 @@ _C2 = _to_signed(0x94D049BB133111EB)
 _GOLDEN = _to_signed(0x9E3779B97F4A7C15)
 
 
-def _srl(z: torch.Tensor, n: int) -> torch.Tensor:
+def srl(z: torch.Tensor, n: int) -> torch.Tensor:
     """Logical right shift of int64 values."""
     return (z >> n) & ((1 << (64 - n)) - 1)
 
 
-def _mix(z: torch.Tensor) -> torch.Tensor:
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser of int64 counters (wrapping arithmetic): the hash behind every
+    coordinate-keyed random number."""
     z = z + _GOLDEN
-    z = (z ^ _srl(z, 30)) * _C1
-    z = (z ^ _srl(z, 27)) * _C2
-    return z ^ _srl(z, 31)
+    z = (z ^ srl(z, 30)) * _C1
+    z = (z ^ srl(z, 27)) * _C2
+    return z ^ srl(z, 31)
 
 
 def gaussian_noise(seed: int, level: int, step: int, box: tuple[int, int, int, int],
@@ -101,10 +103,10 @@ def gaussian_noise(seed: int, level: int, step: int, box: tuple[int, int, int, i
     out = torch.empty((channels, y1 - y0, x1 - x0), dtype=dtype, device=device)
     scale = 1.0 / (1 << 24)
     for c in range(channels):
-        h1 = _mix(counter ^ stream_key(seed, level, step, c))
-        h2 = _mix(h1)
-        u1 = (_srl(h1, 40).to(torch.float64) + 0.5) * scale
-        u2 = _srl(h2, 40).to(torch.float64) * scale
+        h1 = mix64(counter ^ stream_key(seed, level, step, c))
+        h2 = mix64(h1)
+        u1 = (srl(h1, 40).to(torch.float64) + 0.5) * scale
+        u2 = srl(h2, 40).to(torch.float64) * scale
         r = torch.sqrt(-2.0 * torch.log(u1))
         out[c] = (r * torch.cos(2.0 * torch.pi * u2)).to(dtype)
     return out

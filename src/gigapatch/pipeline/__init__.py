@@ -1,12 +1,14 @@
 """The tiled gigapixel pipeline: plan -> run store -> Dask graph of tiles -> writers.
 
-The only package that imports dask and reads the config (with ``gigapatch.api``).
+The only package that imports dask; it reads the config and hands plain values and small
+settings objects to diffusion, tiling and storage. ``plan`` is also the one planner of
+``gigapatch.generate`` and ``gigapatch info``.
 """
 
-from .plan import LevelTiling, RunPlan, make_plan, output_level_shapes, sampler_halo
-from .run import TiledResult, default_run_dir, output_format, read_result, run_tiled, \
-    should_tile
+from .plan import RunPlan, denoiser_settings, is_tiled, make_plan, plan_levels, sampler_halo
+from .run import TiledOptions, TiledResult, default_run_dir, output_format, read_result, \
+    run_tiled
 
-__all__ = ["run_tiled", "TiledResult", "make_plan", "RunPlan", "LevelTiling", "sampler_halo",
-           "output_level_shapes", "should_tile", "default_run_dir", "output_format",
+__all__ = ["run_tiled", "TiledOptions", "TiledResult", "make_plan", "RunPlan", "plan_levels",
+           "is_tiled", "denoiser_settings", "sampler_halo", "default_run_dir", "output_format",
            "read_result"]

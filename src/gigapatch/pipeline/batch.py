@@ -160,14 +160,16 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
     Runs on a worker; returns ``{"seconds", "pixels", "pid"}``. Raises on failure (the
     driver records the error for this job and goes on with the others).
     """
-    from ..api import generate
+    from ..device import resolve_device
+    from ..diffusion.model_space import to_unit
     from ..storage import write_image
+    from .whole import sample_levels
 
     t0 = time.perf_counter()
     cfg = job.config
     ref = _REFERENCES.get(job.reference, job.ref_digest, cfg.output.max_input_pixels)
-    h, w = job.out_hw
-    image = generate(ref, size=(w, h), seed=job.seed, config=cfg, device=device)
+    image = to_unit(sample_levels(ref, job.out_hw, cfg, seed=job.seed,
+                                  device=resolve_device(device))[-1])
     write_image(job.output, image, bit_depth=cfg.output.bits(), dpi=cfg.output.dpi)
     seconds = time.perf_counter() - t0
     _write_done(batch_dir, job, seconds)
@@ -177,14 +179,19 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
 def _run_tiled_job(job: BatchJob, device: str, batch_dir: str, address: str | None,
                    progress: bool) -> dict[str, Any]:
     """A large job through the tiled pipeline, its tiles on the cluster at ``address``."""
-    from .run import run_tiled
+    from ..device import resolve_device
+    from .outmeta import resolve_output_metadata
+    from .run import TiledOptions, run_tiled
 
     t0 = time.perf_counter()
-    h, w = job.out_hw
+    ref = _REFERENCES.get(job.reference, job.ref_digest, job.config.output.max_input_pixels)
     run_dir = Path(batch_dir) / "runs" / f"item{job.item:04d}-seed{job.seed}-{job.key[:8]}"
-    run_tiled(job.reference, job.output, size=(w, h), seed=job.seed, config=job.config,
-              device=device, run_dir=run_dir, tiled=True, cluster=address,
-              progress=progress)
+    run_tiled(ref, job.out_hw, job.output, seed=job.seed, config=job.config,
+              device=resolve_device(device),
+              options=TiledOptions(run_dir=run_dir, tiled=True, cluster=address),
+              progress=progress,
+              metadata=resolve_output_metadata(job.reference, job.config, job.out_hw,
+                                               ref.shape[2]))
     seconds = time.perf_counter() - t0
     _write_done(batch_dir, job, seconds)
     return {"seconds": seconds, "pixels": job.pixels, "pid": os.getpid()}

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..diffusion.generator import coarse_box_for
 from ..storage.runstore import RunStore
-from ..tiling import Box
+from ..tiling import Box, chunks_under
 from .plan import RunPlan
 from .tasks import TaskSpec, run_level_tile, run_output_chunk
 
@@ -51,16 +51,16 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
         g.keys.append(key)
         g.label[key] = label
 
-    for lv in plan.levels:
+    for lv, grid in zip(plan.levels, plan.grids):
         L = lv.level
         label = f"level {L + 1}/{n_levels}"
         done = store.done_mask(f"done/{L}")
-        g.totals[label] = len(lv.grid)
+        g.totals[label] = len(grid)
         g.done[label] = int(done.sum())
         prev = plan.levels[L - 1] if L > 0 else None
-        for t in lv.grid:
+        for t in grid:
             # chunks of this level's array the task writes (several for a global level)
-            owned = [(iy, ix) for iy, ix in _chunks(t.core, plan.tile)]
+            owned = chunks_under(t.core, plan.tile)
             if done[t.iy, t.ix]:
                 continue
             key = _key(plan.run_key, "L", L, t.iy, t.ix)
@@ -68,7 +68,7 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
             if prev is not None and lv.mode != "resize":
                 cb = Box(*coarse_box_for(t.window.as_tuple(), prev.out_hw))
                 deps = [producer.get((f"levels/{L - 1}", cy, cx))
-                        for cy, cx in _chunks(cb, plan.tile)]
+                        for cy, cx in chunks_under(cb, plan.tile)]
             add(key, run_level_tile, (L, t.iy, t.ix), deps, label)
             for c in owned:
                 producer[(f"levels/{L}", *c)] = key
@@ -90,13 +90,8 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
                           2 * (iy + 1) * plan.tile, 2 * (ix + 1) * plan.tile) \
                     .clip(plan.output_shapes[r - 1])
                 deps = [producer.get((f"output/{r - 1}", cy, cx))
-                        for cy, cx in _chunks(src, plan.tile)]
+                        for cy, cx in chunks_under(src, plan.tile)]
                 add(key, run_output_chunk, (r, iy, ix), deps, label)
                 producer[(f"output/{r}", iy, ix)] = key
     return g
 
-
-def _chunks(box: Box, chunk: int) -> list[tuple[int, int]]:
-    from ..storage.runstore import chunks_under
-
-    return chunks_under(box, chunk)

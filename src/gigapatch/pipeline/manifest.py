@@ -260,8 +260,9 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
     GigapatchError
         When the manifest itself cannot be read or parsed.
     """
-    from ..api import plan_levels, resolve_size
-    from .run import output_format, should_tile
+    from ..inputs import resolve_size
+    from .plan import is_tiled, plan_levels
+    from .run import output_format
     from ..storage import numbered_path, read_image
 
     mpath = Path(path)
@@ -390,7 +391,7 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
             shape = ref_info[1][0]
             try:
                 out_hw = resolve_size(shape[:2], size, scale)
-                plan_levels(shape[:2], out_hw, cfg)
+                plan_levels(shape[:2], out_hw, shape[2] if len(shape) > 2 else 1, cfg)
             except GigapatchError as exc:
                 problems.append(f"{where}: {'scale' if scale else 'size'}: {exc}")
                 ok = False
@@ -409,7 +410,7 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
             fmt = None
             try:
                 if out_hw is not None and cfg is not None:
-                    tiled = bool(tiled_flag) or should_tile(out_hw, cfg, tiled_flag)
+                    tiled = is_tiled(out_hw, cfg.tiling, bool(tiled_flag))
                 fmt = output_format(op) if (tiled or str(op).lower().endswith(".zarr")) \
                     else None
                 tiled = tiled or fmt == "ome-zarr"

@@ -1,25 +1,70 @@
-"""Plan a tiled run: levels, global vs tiled, tile grids and halos derived from the sampler.
+"""The plan of a run: levels, backend per level, global / tiled / resize, halos, tile grids.
+
+The one place that decides, for ``gigapatch.generate``, the tiled pipeline
+(:func:`make_plan`), the CLI and ``gigapatch info``:
+
+* :func:`denoiser_settings`: the config's denoiser section as one
+  :class:`~gigapatch.diffusion.settings.DenoiserSettings`, built once per run;
+* :func:`plan_levels`: how many levels, their sizes, each level's backend (``auto``
+  resolved by ``diffusion.backends.level_backend``) and mode (:func:`is_tiled`), as
+  :class:`~gigapatch.diffusion.levels.Level` records;
+* :func:`is_tiled`: whether an output (or one level) of a given size is tiled: the one rule
+  behind ``tiling.mode`` and ``tiling.global_max_pixels``.
 
 The halo of a tiled level is never typed in: it is what the sampler's receptive field
-needs, ``gigapatch.diffusion.generator.level_halo(P, T, blended)`` (T denoiser calls of
-reach P - 1, plus the blend's blur radius on every step but the last), plus whatever extra
-a denoiser backend declares through :func:`backend_extra_halo`.
+needs, ``gigapatch.diffusion.generator.level_halo(P, T, blended, extra)`` (T denoiser calls
+of reach P - 1, plus the blend's blur radius on every step but the last), with the extra
+reach a denoiser backend declares (:func:`backend_extra_halo`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
-from ..config import Config, config_hash
+from ..config import Config, TilingConfig, config_hash
+from ..diffusion.backends import level_backend
+from ..diffusion.fast import fast_extra_halo
+from ..diffusion.generator import level_halo
+from ..diffusion.levels import Level, auto_level_count, level_sizes, patch_count
+from ..diffusion.patch_index import patch_set_bytes
+from ..diffusion.settings import CONFIG_FIELDS, DenoiserSettings
+from ..diffusion.torus import Wrap, periodic_size
 from ..errors import GigapatchError
 from ..tiling import TileGrid, grid_for_level
 
-__all__ = ["LevelTiling", "RunPlan", "make_plan", "sampler_halo", "backend_extra_halo",
-           "output_level_shapes"]
+__all__ = ["RunPlan", "make_plan", "plan_levels", "output_size", "is_tiled",
+           "denoiser_settings",
+           "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE"]
+
+log = logging.getLogger(__package__)
+
+#: tile cores are multiples of this (and at least this)
+MIN_TILE = 64
+
+
+def denoiser_settings(config: Config) -> DenoiserSettings:
+    """The config's ``denoiser`` section as the settings object diffusion takes."""
+    dn = config.denoiser
+    return DenoiserSettings(**{f: getattr(dn, key) for f, key in CONFIG_FIELDS.items()})
+
+
+def is_tiled(hw: tuple[int, int], tiling: TilingConfig, tiled: bool | None = None) -> bool:
+    """Whether an image (an output, or one level of it) of ``hw`` is cut into tiles.
+
+    ``tiled=True`` (``--tiled``) or ``tiling.mode: always`` tile every level; ``never``
+    none; ``auto`` those larger than ``tiling.global_max_pixels``. Output levels grow
+    towards the finest, so ``is_tiled(out_hw, ...)`` says whether any level is tiled.
+    """
+    if tiled or tiling.mode == "always":
+        return True
+    if tiling.mode == "never":
+        return False
+    return hw[0] * hw[1] > tiling.global_max_pixels
 
 
 def backend_extra_halo(config: Config, backend: str) -> int:
@@ -31,21 +76,121 @@ def backend_extra_halo(config: Config, backend: str) -> int:
     """
     if backend != "fast":
         return 0
-    try:
-        from ..diffusion.fast import fast_extra_halo
-    except ImportError:  # a version without the fast backend
-        return 0
     sc = config.sampler
     return int(fast_extra_halo(sc.patch_size, config.denoiser.query_stride, sc.steps))
 
 
 def sampler_halo(config: Config, blended: bool, backend: str = "exact") -> int:
     """Halo (even, pixels per side) one tiled level needs for its core to be exact."""
-    from ..diffusion.generator import level_halo
-
     sc = config.sampler
-    halo = level_halo(sc.patch_size, sc.steps, blended) + backend_extra_halo(config, backend)
-    return halo + (halo % 2)
+    return level_halo(sc.patch_size, sc.steps, blended,
+                      extra=backend_extra_halo(config, backend))
+
+
+def _check_sizes(ref_hw: tuple[int, int], out_hw: tuple[int, int], p: int) -> None:
+    if min(ref_hw) < p:
+        raise GigapatchError(
+            f"the reference ({ref_hw[1]}x{ref_hw[0]}) is smaller than the patch size {p}; "
+            f"use a larger image or --set sampler.patch_size=N with odd N <= {min(ref_hw)}")
+    if min(out_hw) < p:
+        raise GigapatchError(
+            f"the output size {out_hw[1]}x{out_hw[0]} is smaller than the patch size {p}; "
+            f"ask for at least {p}x{p} or lower sampler.patch_size")
+
+
+def check_index_budget(levels: Sequence[Level], channels: int, config: Config) -> None:
+    """Refuse, before any work, an exact or fused level whose patches exceed
+    ``denoiser.index_budget_mb`` (those backends need every patch in memory)."""
+    for lv in levels:
+        need = patch_set_bytes(lv.ref_hw[0], lv.ref_hw[1], channels, config.sampler.patch_size)
+        if lv.mode != "resize" and lv.backend in ("exact", "fused") \
+                and need > config.denoiser.index_budget_mb * 2**20:
+            raise GigapatchError(
+                f"level {lv.level} of the reference ({lv.ref_hw[1]}x{lv.ref_hw[0]}) has "
+                f"{need / 2**30:.1f} GiB of patches, more than denoiser.index_budget_mb="
+                f"{config.denoiser.index_budget_mb}; the {lv.backend} backend needs them "
+                "all. Use --set denoiser.backend=fast (or auto), which subsamples the index "
+                "to the budget, or a smaller reference")
+
+
+def log_levels(levels: Sequence[Level], config: Config) -> None:
+    """Log the plan's automatic choices (``gigapatch -v`` shows them)."""
+    log.info("%d pyramid level%s (sampler.levels=%s)", len(levels),
+             "s" if len(levels) != 1 else "", config.sampler.levels)
+    for lv in levels:
+        log.info("level %d: %dx%d from the reference's %dx%d, %s, %s backend "
+                 "(denoiser.backend=%s)%s", lv.level, lv.out_hw[1], lv.out_hw[0],
+                 lv.ref_hw[1], lv.ref_hw[0], lv.mode, lv.backend, config.denoiser.backend,
+                 f", halo {lv.halo}" if lv.mode == "tiled" else "")
+
+
+def _level_sizes(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config) \
+        -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``(ref_hw, out_hw)`` per level, coarsest first; refuses too-small sizes."""
+    sc = config.sampler
+    _check_sizes(ref_hw, out_hw, sc.patch_size)
+    n = sc.levels
+    if n == "auto":
+        n = auto_level_count(ref_hw, sc.patch_size, sc.coarsest_ratio)
+    return level_sizes(ref_hw, out_hw, sc.patch_size, n)
+
+
+def output_size(ref_hw: tuple[int, int], out_hw: tuple[int, int], config: Config) \
+        -> tuple[int, int]:
+    """The output size a run uses: ``out_hw``, with the wrapped sides of a tileable run
+    rounded up to a multiple of ``2 ** (levels - 1)`` (``diffusion.torus.periodic_size``:
+    each level of a torus must be exactly half the next). Refuses too-small sizes."""
+    wrap = Wrap.parse(config.sampler.tileable)
+    while True:
+        hw = periodic_size(out_hw, len(_level_sizes(ref_hw, out_hw, config)), wrap)
+        if hw == out_hw:
+            return hw
+        out_hw = hw
+
+
+def plan_levels(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int,
+                config: Config, *, device: Any = "cpu", tiled: bool | None = None,
+                backends: Sequence[str] | None = None,
+                settings: DenoiserSettings | None = None) -> tuple[Level, ...]:
+    """The levels of a run, coarsest first.
+
+    Parameters
+    ----------
+    ref_hw, out_hw : (int, int)
+        Reference and output (height, width).
+    channels : int
+    config : Config
+    device : torch.device or str
+        Where the run samples (the ``auto`` backend depends on it).
+    tiled : bool, optional
+        ``True`` tiles every level (``--tiled``); ``None`` follows ``tiling.mode``.
+    backends : sequence of str, optional
+        One backend per level overriding the config's choice (benchmarks, fidelity).
+    settings : DenoiserSettings, optional
+        ``denoiser_settings(config)`` when the caller already built it.
+
+    Raises
+    ------
+    GigapatchError
+        When the reference or the output is smaller than one patch.
+    """
+    sc = config.sampler
+    p = sc.patch_size
+    settings = settings or denoiser_settings(config)
+    sizes = _level_sizes(ref_hw, out_hw, config)
+    levels = []
+    for k, (r_hw, o_hw) in enumerate(sizes):
+        backend = backends[k] if backends is not None else level_backend(
+            settings, device, patch_size=p, ref_hw=r_hw, out_hw=o_hw, channels=channels)
+        if k == 0 and sc.mode == "retarget":
+            mode, halo = "resize", 0
+        elif is_tiled(o_hw, config.tiling, tiled):
+            mode, halo = "tiled", sampler_halo(config, k > 0, backend)
+        else:
+            mode, halo = "global", 0
+        levels.append(Level(k, tuple(r_hw), tuple(o_hw), patch_count(r_hw, p), backend, mode,
+                            halo))
+    return tuple(levels)
 
 
 def output_level_shapes(out_hw: tuple[int, int], tiff_tile: int) -> list[tuple[int, int]]:
@@ -58,38 +203,17 @@ def output_level_shapes(out_hw: tuple[int, int], tiff_tile: int) -> list[tuple[i
 
 
 @dataclass(frozen=True)
-class LevelTiling:
-    """One level of a tiled run."""
-
-    level: int
-    out_hw: tuple[int, int]
-    ref_hw: tuple[int, int]
-    patches: int
-    mode: str            # "global" (one task) | "tiled" | "resize" (retarget's level 0)
-    backend: str         # denoiser backend of the level
-    halo: int            # the halo the level needs when tiled (0 for global levels)
-    grid: TileGrid
-
-    @property
-    def tiles(self) -> int:
-        return len(self.grid)
-
-    @property
-    def overhead(self) -> float:
-        """Computed pixels / level pixels (halo cost)."""
-        return self.grid.overhead()
-
-
-@dataclass(frozen=True)
 class RunPlan:
-    """Everything the graph needs, as plain values."""
+    """Everything a tiled run needs, as plain values: its levels and their tile grids."""
 
     ref_hw: tuple[int, int]
     out_hw: tuple[int, int]
     channels: int
     seed: int
     tile: int
-    levels: tuple[LevelTiling, ...]
+    levels: tuple[Level, ...]
+    grids: tuple[TileGrid, ...]       # one per level (a single tile for global levels)
+    denoiser: DenoiserSettings
     output_shapes: tuple[tuple[int, int], ...]
     bit_depth: int
     run_key: str
@@ -103,58 +227,40 @@ class RunPlan:
                 f"config {self.run_key[:8]}")
 
     def table(self) -> list[str]:
-        """One line per level: size, mode, tiles, halo, overhead."""
+        """One line per level: size, mode, backend, tiles, halo, overhead."""
         lines = []
-        for lv in self.levels:
+        for lv, grid in zip(self.levels, self.grids):
             h, w = lv.out_hw
             lines.append(f"level {lv.level}: {w}x{h} {lv.mode:6s} {lv.backend:5s} "
-                         f"tiles {lv.tiles:5d} "
-                         f"halo {lv.halo:4d} computed/output {lv.overhead:.3f}")
+                         f"tiles {len(grid):5d} "
+                         f"halo {lv.halo:4d} computed/output {grid.overhead():.3f}")
         return lines
-
-
-def _tiling_mode(config: Config, force_tiled: bool | None) -> str:
-    if force_tiled:
-        return "always"
-    return config.tiling.mode
 
 
 def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, config: Config,
               *, seed: int, ref_digest: str, tile: int | None = None,
-              force_tiled: bool | None = None, device: str = "cpu") -> RunPlan:
-    """Plan the levels of a tiled run.
+              tiled: bool | None = None, device: Any = "cpu") -> RunPlan:
+    """Plan a tiled run: :func:`plan_levels`, then a tile grid per level.
 
-    A level is sampled globally (one task) when it fits ``tiling.global_max_pixels`` and
-    ``tiling.mode`` is not ``always`` (``--tiled``); otherwise it is cut into tiles of
-    ``tile`` (default ``tiling.tile``) with the halo :func:`sampler_halo` gives.
-    Retarget's coarsest level is the resized reference (one task).
+    A global level is one task (a single-tile grid); a tiled one is cut into tiles of
+    ``tile`` (default ``tiling.tile``) with its halo; retarget's coarsest level is the
+    resized reference (one task).
 
     ``run_key`` hashes what changes the stored data (sampler and denoiser config, seed,
     sizes, reference digest, tile and level layout, output bit depth): a run store made with
     another key is refused.
     """
-    from ..api import level_backend, plan_levels
-
     tile = int(tile or config.tiling.tile)
-    if tile < 64 or tile % 64:
-        raise GigapatchError(f"tile={tile}: the tile side must be a multiple of 64 (>= 64), "
-                             f"e.g. {max(64, round(tile / 64) * 64)}")
-    mode = _tiling_mode(config, force_tiled)
-    levels = []
-    for lp in plan_levels(ref_hw, out_hw, config):
-        h, w = lp.out_hw
-        blended = lp.level > 0
-        backend = level_backend(config, device, ref_hw=lp.ref_hw, out_hw=lp.out_hw,
-                                channels=channels)
-        halo = sampler_halo(config, blended, backend)
-        if lp.level == 0 and config.sampler.mode == "retarget":
-            kind, grid = "resize", grid_for_level(h, w, tile=tile, halo=0, whole=True)
-        elif mode != "always" and h * w <= config.tiling.global_max_pixels:
-            kind, grid = "global", grid_for_level(h, w, tile=tile, halo=0, whole=True)
-        else:
-            kind, grid = "tiled", grid_for_level(h, w, tile=tile, halo=halo)
-        levels.append(LevelTiling(lp.level, lp.out_hw, lp.ref_hw, lp.patches, kind, backend,
-                                  halo if kind == "tiled" else 0, grid))
+    if tile < MIN_TILE or tile % MIN_TILE:
+        near = max(MIN_TILE, round(tile / MIN_TILE) * MIN_TILE)
+        raise GigapatchError(f"tile={tile}: the tile side must be a multiple of {MIN_TILE} "
+                             f"(>= {MIN_TILE}), e.g. {near}")
+    settings = denoiser_settings(config)
+    levels = plan_levels(ref_hw, out_hw, channels, config, device=device, tiled=tiled,
+                         settings=settings)
+    log_levels(levels, config)
+    grids = tuple(grid_for_level(*lv.out_hw, tile=tile, halo=lv.halo,
+                                 whole=lv.mode != "tiled") for lv in levels)
     out_shapes = tuple(output_level_shapes(out_hw, config.output.tiff_tile))
     key_data: dict[str, Any] = {
         "config": config_hash(config), "seed": seed, "ref": ref_digest,
@@ -163,5 +269,5 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
         "output_shapes": [list(s) for s in out_shapes],
     }
     run_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
-    return RunPlan(tuple(ref_hw), tuple(out_hw), channels, seed, tile, tuple(levels),
-                   out_shapes, config.output.bits(), run_key)
+    return RunPlan(tuple(ref_hw), tuple(out_hw), channels, seed, tile, levels, grids,
+                   settings, out_shapes, config.output.bits(), run_key)

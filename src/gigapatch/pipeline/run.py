@@ -1,6 +1,8 @@
 """``run_tiled``: plan -> run store -> Dask graph of tiles -> streaming output writers.
 
-The only place (with plan.py) that reads the config and imports dask. Embedded default: the
+Takes prepared inputs (a reference array, the output size, a ``Config``, a torch device:
+``gigapatch.api.generate_tiled`` normalises user input) and a :class:`TiledOptions`.
+Embedded default: the
 local threaded scheduler (see :func:`local_threads`: on a GPU, tile tasks take turns on the
 device while the other threads read, quantise, write and reduce the output pyramid; on a CPU
 ``cluster.workers`` threads, default 1 because every tile already uses all cores through
@@ -17,11 +19,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..config import Config, config_hash
+from ..diffusion.model_space import to_model
 from ..errors import GigapatchError
 from ..storage.metadata import OutputMetadata
 from ..storage.runstore import CorruptChunkError, RunLock, RunStore
@@ -31,7 +34,7 @@ from .plan import RunPlan, make_plan
 from .progress import TileProgress
 from .tasks import TaskSpec
 
-__all__ = ["run_tiled", "TiledResult", "should_tile", "default_run_dir", "output_format",
+__all__ = ["run_tiled", "TiledOptions", "TiledResult", "default_run_dir", "output_format",
            "read_result", "IMAGE_MAX_PIXELS"]
 
 log = logging.getLogger(__package__)
@@ -44,6 +47,39 @@ GPU_THREADS = 4
 
 #: PNG/JPEG/plain TIFF outputs are assembled in memory: only up to this many pixels
 IMAGE_MAX_PIXELS = 2**28
+
+
+@dataclass(frozen=True)
+class TiledOptions:
+    """How a tiled run is laid out and executed (none of it changes the image).
+
+    Attributes
+    ----------
+    run_dir : path, optional
+        The run store (default ``OUT.gp-run/`` beside the output). Re-running the same
+        call resumes it; one made with another config or seed is refused.
+    tile : int, optional
+        Tile core side (multiple of 64; default ``tiling.tile``).
+    tiled : bool, optional
+        True: tile every level that does not fit one tile (``--tiled``); None: follow
+        ``tiling.mode`` and ``tiling.global_max_pixels``.
+    cluster : str, optional
+        Address of a dask.distributed scheduler (default ``cluster.address``).
+    workers : int, optional
+        Local worker threads (default ``cluster.workers``, else see :func:`local_threads`).
+    fmt : {"tiff", "cog", "dzi", "ome-zarr", "png"}, optional
+        Output format (default: by suffix; ``cog`` needs the ``gis`` extra).
+    writer : {"tifffile", "vips"}, optional
+        Pyramidal TIFF writer (default ``output.writer``).
+    """
+
+    run_dir: str | os.PathLike | None = None
+    tile: int | None = None
+    tiled: bool | None = True
+    cluster: str | None = None
+    workers: int | None = None
+    fmt: str | None = None
+    writer: str | None = None
 
 
 @dataclass
@@ -140,19 +176,6 @@ def output_format(output: str | os.PathLike | None, fmt: str | None = None) -> s
         return "image"
     raise GigapatchError(f"output {output}: the tiled pipeline writes .tif/.tiff (pyramidal "
                          f"BigTIFF), .ome.zarr, or .png/.jpg for small outputs")
-
-
-def should_tile(out_hw: tuple[int, int], config: Config, tiled: bool | None = None) -> bool:
-    """Whether ``generate`` should use the tiled pipeline: forced, or the output is larger
-    than ``tiling.global_max_pixels`` (and tiling.mode is not ``never``)."""
-    if tiled:
-        return True
-    mode = config.tiling.mode
-    if mode == "always":
-        return True
-    if mode == "never":
-        return False
-    return out_hw[0] * out_hw[1] > config.tiling.global_max_pixels
 
 
 def _digest(a: np.ndarray) -> str:
@@ -296,56 +319,35 @@ def _size_on_disk(path: Path) -> int:
     return path.stat().st_size
 
 
-def run_tiled(reference, output: str | os.PathLike | None = None, *,
-              size: Sequence[int] | None = None, scale: float | Sequence[float] | None = None,
-              seed: int = 0, config: Config | str | Path | None = None,
-              device: str = "auto", run_dir: str | os.PathLike | None = None,
-              tile: int | None = None, tiled: bool | None = True,
-              cluster: str | None = None, workers: int | None = None,
-              fmt: str | None = None, writer: str | None = None,
+def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
+              output: str | os.PathLike | None = None, *, seed: int, config: Config,
+              device: Any, options: TiledOptions = TiledOptions(),
               progress: bool = False, metadata: OutputMetadata | None = None) -> TiledResult:
     """Generate one image tile by tile through a resumable run store.
 
     Parameters
     ----------
-    reference : path or array
-        As for ``gigapatch.generate``.
+    ref : ndarray, shape (H, W, C)
+        The reference, float32 in [0, 1] (``gigapatch.api.load_reference``).
+    out_hw : (int, int)
+        Output (height, width).
     output : path, optional
         ``.tif``/``.tiff`` (pyramidal tiled BigTIFF), ``.ome.zarr`` (OME-Zarr 0.5), or
         ``.png``/``.jpg`` (small outputs only). ``None``: only the run store is filled.
-    size, scale, seed, config, device
-        As for ``gigapatch.generate``; same seed, same image as ``generate`` (up to float
-        summation order, max abs difference <= 1e-4 before quantisation).
-    run_dir : path, optional
-        The run store (default ``OUT.gp-run/`` beside the output). Re-running the same
-        call resumes it; one made with another config or seed is refused.
-    tile : int, optional
-        Tile core side (multiple of 64; default ``tiling.tile``).
-    tiled : bool
-        True: tile every level that does not fit one tile (``--tiled``); None: follow
-        ``tiling.mode`` and ``tiling.global_max_pixels``.
-    cluster : str, optional
-        Address of a dask.distributed scheduler (default ``cluster.address``).
-    workers : int, optional
-        Local worker threads (default ``cluster.workers``, else 1).
-    fmt : {"tiff", "cog", "dzi", "ome-zarr", "png"}, optional
-        Output format (default: by suffix; ``cog`` needs the ``gis`` extra).
-    writer : {"tifffile", "vips"}, optional
-        Pyramidal TIFF writer (default ``output.writer``).
+    seed : int
+    config : Config
+    device : torch.device
+    options : TiledOptions
     progress : bool
         tqdm bars per level on stderr.
     metadata : OutputMetadata, optional
-        Resolution, ICC profile, georeferencing and band names of the output (default:
-        the reference file's, if ``reference`` is a path, with the ``output`` config keys
-        applied: :func:`gigapatch.pipeline.outmeta.resolve_output_metadata`).
+        Resolution, ICC profile, georeferencing and band names of the output
+        (``gigapatch.api.generate_tiled`` reads the reference file's; default: only the
+        ``output`` config keys, :func:`gigapatch.pipeline.outmeta.resolve_output_metadata`).
     """
-    from ..api import _to_tensor, denoiser_settings, prepare
-
-    from ..inputs import check_seed
-
+    opt = options
     t_start = time.perf_counter()
-    seed = check_seed(seed)
-    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device)
+    cfg, dev = config, device
     for key in ("tileable", "symmetry"):
         if getattr(cfg.sampler, key) != "none":
             raise GigapatchError(
@@ -353,43 +355,46 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
                 f"pipeline yet; write a .png of at most tiling.global_max_pixels pixels "
                 f"(whole-image path) or drop --{key}")
     ref_hw = ref.shape[:2]
-    fmt_ = output_format(output, fmt)
+    fmt_ = output_format(output, opt.fmt)
     out_path = Path(output) if output is not None else None
     preview = None
     out_meta = metadata if metadata is not None else \
-        resolve_output_metadata(reference, cfg, out_hw, ref.shape[2])
+        resolve_output_metadata(None, cfg, out_hw, ref.shape[2])
     if out_path is not None:
         _check_output(out_path, fmt_, out_hw, cfg.output.bits())
-    import torch
-
-    ref_model = _to_tensor(ref, torch.device("cpu")).numpy()  # (C, h, w) in [-1, 1]
+    ref_model = to_model(ref).numpy()  # (C, h, w) in [-1, 1]
     plan = make_plan(ref_hw, out_hw, ref.shape[2], cfg, seed=seed,
-                     ref_digest=_digest(ref_model), tile=tile, force_tiled=tiled,
+                     ref_digest=_digest(ref_model), tile=opt.tile, tiled=opt.tiled,
                      device=dev)
-    rd = Path(run_dir).absolute() if run_dir is not None else default_run_dir(output)
-    address = cluster or cfg.cluster.address
-    n_workers, serial_device = local_threads(dev, workers, cfg)
+    rd = Path(opt.run_dir).absolute() if opt.run_dir is not None \
+        else default_run_dir(output)
+    address = opt.cluster or cfg.cluster.address
+    n_workers, serial_device = local_threads(dev, opt.workers, cfg)
+    if address:
+        log.info("tiles run on the dask.distributed scheduler at %s", address)
+    else:
+        log.info("tiles run on %d local thread%s on %s%s", n_workers,
+                 "s" if n_workers != 1 else "", dev,
+                 ", taking turns on the device" if serial_device else "")
     sc = cfg.sampler
     spec = TaskSpec(
         run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
         patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta, s_min=sc.s_min,
-        mode=sc.mode, backends=tuple(lv.backend for lv in plan.levels),
-        denoiser=tuple(denoiser_settings(cfg).items()), bit_depth=plan.bit_depth,
-        level_hw=tuple(lv.out_hw for lv in plan.levels),
-        level_kind=tuple(lv.mode for lv in plan.levels),
-        grids=tuple(lv.grid for lv in plan.levels), serial_device=serial_device)
+        levels=plan.levels, grids=plan.grids, denoiser=plan.denoiser,
+        bit_depth=plan.bit_depth, serial_device=serial_device)
     meta = {"summary": plan.summary(), "config": cfg.to_dict(),
             "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
             "ref_hw": list(ref_hw), "tile": plan.tile,
             "levels": [{"level": lv.level, "out_hw": list(lv.out_hw), "mode": lv.mode,
                         "backend": lv.backend,
-                        "halo": lv.halo, "tiles": lv.tiles} for lv in plan.levels]}
+                        "halo": lv.halo, "tiles": len(grid)}
+                       for lv, grid in zip(plan.levels, plan.grids)]}
     seconds: dict[str, float] = {}
     with RunLock(rd):
         store = RunStore.create_or_open(
             rd, run_key=plan.run_key, meta=meta, reference=ref_model,
             level_shapes=[lv.out_hw for lv in plan.levels],
-            grid_shapes=[lv.grid.shape for lv in plan.levels],
+            grid_shapes=[grid.shape for grid in plan.grids],
             output_shapes=plan.output_shapes, chunk=plan.tile,
             out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
         seconds["plan"] = time.perf_counter() - t_start
@@ -415,7 +420,7 @@ def run_tiled(reference, output: str | os.PathLike | None = None, *,
                 seconds["sample"] = seconds.get("sample", 0.0) + time.perf_counter() - t0
                 if out_path is not None:
                     t0 = time.perf_counter()
-                    _write_output(store, plan, out_path, fmt_, cfg, writer, out_meta)
+                    _write_output(store, plan, out_path, fmt_, cfg, opt.writer, out_meta)
                     seconds["write"] = time.perf_counter() - t0
                     nbytes = _size_on_disk(out_path)
                     if cfg.output.preview:

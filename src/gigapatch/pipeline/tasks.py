@@ -4,27 +4,33 @@ Each task reads what it needs from the run store, writes only the chunks it owns
 its done marker. Tasks are idempotent: one whose marker is set returns at once (resume,
 retries after a lost worker). Everything a task needs travels in a small picklable
 :class:`TaskSpec`; the patch index of a level is built once per process from the reference
-stored in the run store and kept on the device (:func:`level_denoiser`'s cache, keyed by run
-dir, level and device).
+stored in the run store and kept on the device (:data:`CACHE`, a :class:`ProcessCache`
+keyed by run dir, level and device).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
+from ..diffusion.backends import level_denoiser
+from ..diffusion.generator import coarse_box_for, resize_level, sample_level, upsample_to_box
+from ..diffusion.levels import Level
+from ..diffusion.pyramid import gaussian_pyramid
+from ..diffusion.schedules import flow_linear
+from ..diffusion.settings import DenoiserSettings
 from ..storage.quantise import quantise_model
 from ..storage.runstore import RunStore
 from ..tiling import Box, TileGrid
 
-__all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "level_denoiser",
-           "clear_caches", "device_turn"]
+__all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "shared_level_denoiser",
+           "ProcessCache", "CACHE", "device_turn"]
 
 
 @dataclass(frozen=True)
@@ -40,37 +46,63 @@ class TaskSpec:
     steps: int
     eta: float
     s_min: float
-    mode: str                 # sampler.mode
-    backends: tuple[str, ...]  # per level
-    denoiser: tuple[tuple[str, Any], ...]  # api.denoiser_settings(config) as items
+    levels: tuple[Level, ...]        # the plan's levels (size, backend, mode, halo)
+    grids: tuple[TileGrid, ...]      # one per level
+    denoiser: DenoiserSettings
     bit_depth: int
-    level_hw: tuple[tuple[int, int], ...]
-    level_kind: tuple[str, ...]
-    grids: tuple[TileGrid, ...]
     # tile tasks take turns on the device (a GPU): the device part of a tile runs under a
     # per-process lock, so more worker threads overlap reads, quantising, writes and the
     # output pyramid's chunks with the device work instead of waiting behind it
     serial_device: bool = False
 
 
-_lock = threading.Lock()
-_key_locks: dict[Any, threading.Lock] = {}
-_denoisers: dict[Any, Any] = {}
-_pyramids: dict[Any, Any] = {}
-_device_locks: dict[str, threading.Lock] = {}
+_MISSING = object()
 
 
-def clear_caches() -> None:
-    """Drop the per-process patch indexes (tests; a worker keeps them for its lifetime)."""
-    with _lock:
-        _denoisers.clear()
-        _pyramids.clear()
-        _key_locks.clear()
+class ProcessCache:
+    """What a worker process keeps between tasks: reference pyramids and level denoisers
+    (built once per key, shared by every thread), and one lock per device.
+
+    Every read and write of the maps holds ``self.lock``; a value is built under its own
+    key's lock, so two threads never build the same level twice and builds of different
+    levels do not wait for each other.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._values: dict[Any, Any] = {}
+        self._building: dict[Any, threading.Lock] = {}
+        self._devices: dict[str, threading.Lock] = {}
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The value of ``key``, built by ``build()`` on the first call."""
+        with self.lock:
+            value = self._values.get(key, _MISSING)
+            if value is not _MISSING:
+                return value
+            key_lock = self._building.setdefault(key, threading.Lock())
+        with key_lock:
+            with self.lock:
+                value = self._values.get(key, _MISSING)
+            if value is _MISSING:
+                value = build()
+                with self.lock:
+                    self._values[key] = value
+        return value
+
+    def device_lock(self, device: str) -> threading.Lock:
+        with self.lock:
+            return self._devices.setdefault(device, threading.Lock())
+
+    def clear(self) -> None:
+        """Drop every cached value (tests; a worker keeps them for its lifetime)."""
+        with self.lock:
+            self._values.clear()
+            self._building.clear()
 
 
-def _key_lock(key: Any) -> threading.Lock:
-    with _lock:
-        return _key_locks.setdefault(key, threading.Lock())
+#: this process's cache (a dask worker's threads share it)
+CACHE = ProcessCache()
 
 
 def device_turn(spec: TaskSpec):
@@ -78,47 +110,29 @@ def device_turn(spec: TaskSpec):
     (one tile at a time on a GPU, whatever the thread count), else nothing."""
     if not spec.serial_device:
         return contextlib.nullcontext()
-    with _lock:
-        return _device_locks.setdefault(spec.device, threading.Lock())
+    return CACHE.device_lock(spec.device)
 
 
-def _ref_pyramid(spec: TaskSpec, device):
-    from ..diffusion.pyramid import gaussian_pyramid
-    import torch
+def _ref_pyramid(spec: TaskSpec, device: torch.device) -> list[torch.Tensor]:
+    def build() -> list[torch.Tensor]:
+        ref = torch.from_numpy(RunStore.open(spec.run_dir).reference()).to(device)
+        return gaussian_pyramid(ref, len(spec.levels))
 
-    key = (spec.run_dir, str(device))
-    with _key_lock(("pyr",) + key):
-        pyr = _pyramids.get(key)
-        if pyr is None:
-            ref = torch.from_numpy(RunStore.open(spec.run_dir).reference()).to(device)
-            pyr = gaussian_pyramid(ref, len(spec.level_hw))
-            _pyramids[key] = pyr
-    return pyr
+    return CACHE.get(("pyramid", spec.run_dir, str(device)), build)
 
 
-def level_denoiser(spec: TaskSpec, level: int, device):
-    """The level's denoiser; its PatchIndex is built once per (run dir, level, device)."""
-    key = (spec.run_dir, level, str(device))
-    # one per process, shared by every thread: sample_level binds a fresh per-window state
-    # (the fast backend's FastDenoiser.bind) on the shared, read-only level data
-    with _key_lock(key):
-        dn = _denoisers.get(key)
-        if dn is None:
-            # built exactly as generate builds it (api.sample_levels)
-            from ..api import build_level_denoiser
+def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
+    """The level's denoiser, built once per (run dir, level, device) exactly as
+    ``generate`` builds it (``diffusion.backends.level_denoiser``); shared by every thread:
+    ``sample_level`` binds a fresh per-window state (the fast backend's
+    ``FastDenoiser.bind``) on the shared, read-only level data."""
+    def build():
+        return level_denoiser(_ref_pyramid(spec, device)[level], spec.levels[level].backend,
+                              patch_size=spec.patch_size, rho=spec.rho, settings=spec.denoiser)
 
-            dn = build_level_denoiser(_ref_pyramid(spec, device)[level], spec.backends[level],
-                                      patch_size=spec.patch_size, rho=spec.rho,
-                                      denoiser=dict(spec.denoiser))
-            _denoisers[key] = dn
-    return dn
+    return CACHE.get(("denoiser", spec.run_dir, level, str(device)), build)
 
 
-def _test_delay() -> None:
-    # test hook: slows every tile so a test can kill a run part-way (tests/test_pipeline.py)
-    delay = os.environ.get("GIGAPATCH_TEST_TILE_DELAY")
-    if delay:
-        time.sleep(float(delay))
 
 
 def _once(spec: TaskSpec, done_name: str, kind: str, index: int, iy: int, ix: int,
@@ -147,40 +161,32 @@ def run_level_tile(spec: TaskSpec, level: int, iy: int, ix: int, *deps: Any) \
 
 
 def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) -> None:
-    import torch
-
-    from ..diffusion.generator import coarse_box_for, sample_level, upsample_to_box
-    from ..diffusion.schedules import flow_linear
-
     dev = torch.device(spec.device)
+    lv = spec.levels[level]
     tile = spec.grids[level].tile_at(iy, ix)
     win = tile.window
-    kind = spec.level_kind[level]
     coarse = cb = coarse_up = None
-    if kind != "resize" and level > 0:  # read before taking the device
-        cb = Box(*coarse_box_for(win.as_tuple(), spec.level_hw[level - 1]))
+    if lv.mode != "resize" and level > 0:  # read before taking the device
+        cb = Box(*coarse_box_for(win.as_tuple(), spec.levels[level - 1].out_hw))
         coarse = store.read(f"levels/{level - 1}", cb)
     with device_turn(spec), torch.inference_mode():
-        if kind == "resize":
-            from ..api import _resize
-
-            x = _resize(_ref_pyramid(spec, dev)[0], spec.level_hw[0])
+        if lv.mode == "resize":
+            x = resize_level(_ref_pyramid(spec, dev)[level], lv.out_hw)
         else:
             if coarse is not None:
                 coarse_up = upsample_to_box(torch.from_numpy(coarse).to(dev), (cb.y0, cb.x0),
                                             win.as_tuple())
-            x = sample_level(level_denoiser(spec, level, dev), box=win.as_tuple(),
+            x = sample_level(shared_level_denoiser(spec, level, dev), box=win.as_tuple(),
                              channels=spec.channels, seed=spec.seed, level=level,
                              sigmas=flow_linear(spec.steps, spec.s_min), eta=spec.eta,
                              coarse_up=coarse_up, device=dev)
         c = tile.core_in_window
         core = x[:, c.y0:c.y1, c.x0:c.x1].float().cpu().numpy()
         del x, coarse_up  # free the device memory before the writes
-    if level == len(spec.level_hw) - 1:  # the finest level is kept only quantised
+    if level == len(spec.levels) - 1:  # the finest level is kept only quantised
         store.write("output/0", tile.core, quantise_model(core, spec.bit_depth))
     else:
         store.write(f"levels/{level}", tile.core, core)
-    _test_delay()
 
 
 def run_output_chunk(spec: TaskSpec, r: int, iy: int, ix: int, *deps: Any) \

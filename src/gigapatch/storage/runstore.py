@@ -50,7 +50,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from ..errors import GigapatchError
-from ..tiling import Box, chunk_span
+from ..tiling import Box
 from .atomic import atomic_write_text
 
 __all__ = ["RunStore", "RunLock", "CorruptChunkError", "pid_alive", "STORE_FORMAT",
@@ -490,8 +490,3 @@ class RunStore:
         n = len([k for k in zarr.open_group(str(self.path / "output"), mode="r").array_keys()])
         return [tuple(self.array(f"output/{r}").shape[1:]) for r in range(n)]
 
-
-def chunks_under(box: Box, chunk: int) -> list[tuple[int, int]]:
-    """Chunk indices that ``box`` touches (for dependency building)."""
-    return [(iy, ix) for iy in chunk_span(box.y0, box.y1, chunk)
-            for ix in chunk_span(box.x0, box.x1, chunk)]

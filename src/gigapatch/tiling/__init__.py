@@ -1,10 +1,11 @@
-"""Tiles of one pyramid level: boxes, tile grids and their halos (numpy only).
+"""Tiles of one pyramid level: the one ``Box``, tile grids, chunks under a box (numpy only).
 
 Import rule: this package imports nothing else of gigapatch. The halo a level needs is
-computed by the diffusion package (``gigapatch.diffusion.generator.level_halo``, plus any
-extra a denoiser backend declares) and passed in here as a number.
+the sampler's reach, computed by the diffusion package
+(``gigapatch.diffusion.generator.level_halo``, with any extra a denoiser backend declares)
+and passed in here as a number; diffusion takes windows as plain ``Box.as_tuple()``.
 """
 
-from .grid import Box, Tile, TileGrid, chunk_span, grid_for_level
+from .grid import Box, Tile, TileGrid, chunk_span, chunks_under, grid_for_level
 
-__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "grid_for_level"]
+__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level"]

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "grid_for_level"]
+__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level"]
 
 
 @dataclass(frozen=True, order=True)
@@ -108,6 +108,13 @@ def chunk_span(start: int, stop: int, size: int) -> range:
     return range(start // size, (stop - 1) // size + 1)
 
 
+def chunks_under(box: Box, chunk: int) -> list[tuple[int, int]]:
+    """Indices ``(iy, ix)`` of the ``chunk x chunk`` chunks (or tile cores) that ``box``
+    touches, row by row."""
+    return [(iy, ix) for iy in chunk_span(box.y0, box.y1, chunk)
+            for ix in chunk_span(box.x0, box.x1, chunk)]
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """A level of shape ``(height, width)`` cut into ``tile``-sized cores with a halo.
@@ -119,7 +126,7 @@ class TileGrid:
     tile : int
         Core side (the chunk side of the level's array); even.
     halo : int
-        Pixels added on each side of a core to form its window; even (see
+        Pixels added on each side of a core to form its window; even (the planner's
         ``gigapatch.diffusion.generator.level_halo``).
     """
 
@@ -170,9 +177,7 @@ class TileGrid:
 
     def tiles_under(self, box: Box) -> list[tuple[int, int]]:
         """Indices of the tiles whose cores intersect ``box`` (clipped to the level)."""
-        b = box.clip(self.level_shape)
-        return [(iy, ix) for iy in chunk_span(b.y0, b.y1, self.tile)
-                for ix in chunk_span(b.x0, b.x1, self.tile)]
+        return chunks_under(box.clip(self.level_shape), self.tile)
 
     def computed_pixels(self) -> int:
         """Pixels the sampler runs on: the sum of every window's area."""

@@ -1,0 +1,71 @@
+"""``DenoiserSettings``: the denoiser's knobs as one small frozen value (no config object).
+
+Built once per run from the config's ``denoiser`` section
+(``gigapatch.pipeline.plan.denoiser_settings``) and passed down unchanged: to the per-level
+backend choice and construction (``diffusion.backends``), to the fast backend
+(``diffusion.fast``) and, pickled inside a task spec, to tiled workers.
+
+The config is the one place that holds defaults: every field that is a config key has no
+default here, so the two cannot disagree. ``broad_stride`` and ``init`` are not config keys
+(internal knobs of the fast backend that tests and benchmarks vary); their defaults are the
+only ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DenoiserSettings", "CONFIG_FIELDS"]
+
+#: DenoiserSettings field -> its key in the config's ``denoiser`` section
+CONFIG_FIELDS = {
+    "backend": "backend", "dtype": "dtype", "memory_budget_mb": "memory_budget_mb",
+    "candidates": "candidates", "pca_dims": "pca_dims", "dictionary_size": "dictionary_size",
+    "broad_steps": "broad_below_steps", "prune_tolerance": "prune_tolerance",
+    "query_stride": "query_stride", "probes": "probes", "index_budget_mb": "index_budget_mb",
+}
+
+
+@dataclass(frozen=True)
+class DenoiserSettings:
+    """How one run's image denoisers are chosen and built (see ``configs/default.yaml``,
+    section ``denoiser``, for each key's meaning).
+
+    Attributes
+    ----------
+    backend : {"auto", "exact", "fused", "fast"}
+        The configured backend; ``auto`` is resolved per level by
+        ``diffusion.backends.level_backend``.
+    dtype : {"float32", "bfloat16", "float16"}
+        Precision of the similarity search.
+    memory_budget_mb : float
+        Cap on one denoiser call's working memory.
+    candidates, pca_dims, dictionary_size, query_stride, probes : int
+        Fast backend: candidates per query, PCA dimensions of the search space, broad-step
+        dictionary size, query grid step, random probes per query and step.
+    broad_steps : int
+        Fast backend: the first ``broad_steps`` calls use the dictionary (config key
+        ``broad_below_steps``).
+    prune_tolerance : float
+        Merge reference patches closer than this (0: keep all).
+    index_budget_mb : int
+        Memory cap of one level's patch index; the fast backend subsamples to it.
+    broad_stride : int
+        Fast backend: query stride of the broad steps (not a config key).
+    init : {"dictionary", "exhaustive"}
+        Fast backend: how the first late step finds its candidates (not a config key).
+    """
+
+    backend: str
+    dtype: str
+    memory_budget_mb: float
+    candidates: int
+    pca_dims: int
+    dictionary_size: int
+    broad_steps: int
+    prune_tolerance: float
+    query_stride: int
+    probes: int
+    index_budget_mb: int
+    broad_stride: int = 4
+    init: str = "dictionary"
