@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import GigapatchError
 from .atomic import atomic_path
 from .quantise import quantise
-from .read import DEFAULT_MAX_INPUT_PIXELS, ImageInfo, _quiet_vips, read_image
+from .read import DEFAULT_MAX_INPUT_PIXELS, ImageInfo, quiet_vips, read_image
 
 __all__ = [
     "ImageInfo",
@@ -191,7 +191,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray, *, bit_depth: int = 
             elif fmt == "tiff":
                 _write_flat_tiff(tmp, q, meta)
             else:
-                with _quiet_vips():
+                with quiet_vips():
                     _write_vips(tmp, q, fmt, bit_depth, meta, pyvips)
     except (pyvips.Error, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1:] or \

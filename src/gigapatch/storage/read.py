@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import GigapatchError
 
 __all__ = ["ImageInfo", "read_image", "coerce_image", "DEFAULT_MAX_INPUT_PIXELS",
-           "apply_orientation"]
+           "apply_orientation", "quiet_vips"]
 
 DEFAULT_MAX_INPUT_PIXELS = 400_000_000
 
@@ -106,7 +106,7 @@ def channel_mode(channels: int) -> str:
 # --------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _quiet_vips() -> Iterator[None]:
+def quiet_vips() -> Iterator[None]:
     """Keep libvips' GLib warnings off stderr for the duration (our error says it all)."""
     old = os.environ.get("VIPS_WARNING")
     os.environ["VIPS_WARNING"] = "0"
@@ -495,7 +495,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
     keep = alpha == "keep"
     if _is_tiff(p):
         return _read_tiff(p, max_pixels, what, page, w, keep)
-    with _quiet_vips():
+    with quiet_vips():
         result = _read_vips(p, max_pixels, what, page, w, keep)
     if result is not None:
         return result
