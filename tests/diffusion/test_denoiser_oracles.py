@@ -8,30 +8,40 @@ here from their definitions (docs/ALGORITHM.md), never the code under test.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from gigapatch.config import load_config
+from gigapatch.diffusion.backends import make_denoise as _make_denoise
 from gigapatch.diffusion.denoiser import fold_window, image_denoise, posterior_mean_exact
-from gigapatch.diffusion.fast import (FastDenoiser, FastParams, build_fast_level,
-                                      fast_extra_halo)
-from gigapatch.diffusion.generator import level_halo, make_denoise, sample_level
+from gigapatch.diffusion.fast import FastDenoiser, build_fast_level, fast_extra_halo
+from gigapatch.diffusion.generator import level_halo, sample_level
 from gigapatch.diffusion.noise import INIT_STEP, gaussian_noise
 from gigapatch.diffusion.patch_index import PatchIndex
 from gigapatch.diffusion.pyramid import down2
 from gigapatch.diffusion.schedules import flow_linear, signal_scale
+from gigapatch.pipeline.plan import denoiser_settings
 
 from ..helpers import texture
 
 P = 5
 _texture = texture
+#: the default config's denoiser settings; tests replace the fast backend's knobs
+SETTINGS = denoiser_settings(load_config())
+
+
+def make_denoise(idx, **kw):
+    """The exact-backend image denoiser with the default settings."""
+    return _make_denoise(idx, settings=SETTINGS, **kw)
 
 
 def _fast_denoiser(idx: PatchIndex, **kw) -> FastDenoiser:
     prm = dict(candidates=8, broad_steps=0, query_stride=1, probes=4, broad_stride=1)
     prm.update(kw)
     lv = build_fast_level(idx, pca_dims=8, dictionary_size=64)
-    return FastDenoiser(lv, patch_size=P, rho=0.2, params=FastParams(**prm)).bind(
+    return FastDenoiser(lv, patch_size=P, rho=0.2, params=replace(SETTINGS, **prm)).bind(
         origin=(0, 0), seed=1, level=1)
 
 
@@ -179,7 +189,8 @@ def test_fast_window_with_halo_matches_whole_image_and_a_short_halo_does_not(str
 
     def run(box):
         lv = build_fast_level(idx, pca_dims=6, dictionary_size=32)
-        dn = FastDenoiser(lv, patch_size=P, rho=0.2, params=FastParams(
+        dn = FastDenoiser(lv, patch_size=P, rho=0.2, params=replace(
+            SETTINGS,
             candidates=4, broad_steps=1, query_stride=stride, probes=2,
             broad_stride=max(2, stride)))
         return sample_level(dn, box=box, channels=3, seed=5, level=1,
