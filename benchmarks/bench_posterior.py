@@ -1,7 +1,8 @@
 """The denoiser's fidelity to the exact posterior, per level and step, and the final images.
 
 For every reference at full size and seed, the default preset (or ``--preset``/``--set``)
-samples with the per-level backends it really uses on the device (``api.level_backend``).
+samples with the per-level backends it really uses on the device
+(``diffusion.backends.level_backend``).
 At every call of a fast level, on the SAME noisy input, a deterministic subsample of the
 call's query patches (``--queries``) is scored against the exact posterior over every
 entry of the level (float64 softmax of the closed form):
@@ -119,7 +120,9 @@ def _instrumented_run(api, ref, cfg, seed, device, n_queries):
 
     log: list = []
     backends_used: dict[int, str] = {}
-    real = api.build_level_denoiser
+    from gigapatch.diffusion import generator
+
+    real = generator.level_denoiser  # what generator.sample_levels builds each level with
 
     def build(ref_level, backend, **kw):
         den = real(ref_level, backend, **kw)
@@ -129,13 +132,13 @@ def _instrumented_run(api, ref, cfg, seed, device, n_queries):
             return _Probe(den, lvl, n_queries, log)
         return den
 
-    api.build_level_denoiser = build
+    generator.level_denoiser = build
     try:
         t = time.perf_counter()
         levels = api.sample_levels(ref, ref.shape[:2], cfg, seed=seed, device=device)
         dt = time.perf_counter() - t
     finally:
-        api.build_level_denoiser = real
+        generator.level_denoiser = real
     imgs = [((lv.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy() for lv in levels]
     torch.set_num_threads(torch.get_num_threads())
     return imgs, log, [backends_used[k] for k in sorted(backends_used)], dt
