@@ -7,15 +7,26 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gigapatch.config import load_config
+from gigapatch.diffusion.backends import make_denoise as _make_denoise
 from gigapatch.diffusion.denoiser import fold_window, posterior_mean_exact
-from gigapatch.diffusion.generator import make_denoise, sample_level
+from gigapatch.diffusion.generator import sample_level
 from gigapatch.diffusion.patch_index import PatchIndex
 from gigapatch.diffusion.pyramid import blur2, up2
 from gigapatch.diffusion.schedules import flow_linear, signal_scale
 from gigapatch.diffusion.torus import (PeriodicDenoiser, Wrap, circular_pad,
                                        periodic_blur2, periodic_size, periodic_up2)
+from gigapatch.pipeline.plan import denoiser_settings
 
 from ..helpers import rand
+
+#: the default config's denoiser settings
+SETTINGS = denoiser_settings(load_config())
+
+
+def make_denoise(index, **kw):
+    """The exact-backend image denoiser with the default settings."""
+    return _make_denoise(index, backend="exact", settings=SETTINGS, **kw)
 
 
 def _torus_denoise_oracle(x, index, p, rho, s, wrap):
