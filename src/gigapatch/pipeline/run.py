@@ -194,9 +194,9 @@ def _check_output(path: Path, fmt: str, out_hw: tuple[int, int], bit_depth: int)
     elif fmt in ("tiff", "cog"):
         check_writable(path, bit_depth=bit_depth)
         if fmt == "cog":
-            from ..storage.cog import _need_rasterio
+            from ..storage.cog import need_rasterio
 
-            _need_rasterio()
+            need_rasterio()
     else:
         parent = path.absolute().parent
         if not parent.is_dir() or not os.access(parent, os.W_OK):

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..errors import GigapatchError
 from .atomic import atomic_path
-from .tiff import _check_layout, write_tiff_tifffile
+from .tiff import check_layout, write_tiff_tifffile
 
-__all__ = ["write_cog", "have_gdal", "GDAL_COMPRESSION"]
+__all__ = ["write_cog", "have_gdal", "need_rasterio", "GDAL_COMPRESSION"]
 
 #: our output.compression names -> GDAL COMPRESS values
 GDAL_COMPRESSION = {"none": "NONE", "deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW",
@@ -40,7 +40,7 @@ def have_gdal() -> bool:
     return True
 
 
-def _need_rasterio():
+def need_rasterio():
     try:
         import rasterio
         import rasterio.shutil  # noqa: F401
@@ -67,11 +67,11 @@ def write_cog(path: str | os.PathLike, bands_per_level: Sequence, shapes:
     Needs a free-disk copy of the compressed pyramid beside the output while it runs
     (``.NAME.src-PID.tif``, removed afterwards).
     """
-    rasterio = _need_rasterio()
+    rasterio = need_rasterio()
     from .metadata import apply_to_gdal
 
     p = Path(os.fspath(path))
-    _check_layout("chain")
+    check_layout("chain")
     src = p.with_name(f".{p.name}.src-{os.getpid()}.tif")
     try:
         write_tiff_tifffile(src, bands_per_level, shapes, channels=channels, dtype=dtype,

@@ -36,7 +36,8 @@ from ..errors import GigapatchError
 from .atomic import atomic_path
 from .metadata import OutputMetadata, geokey_tags
 
-__all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "COMPRESSIONS", "LAYOUTS"]
+__all__ = ["write_tiff_tifffile", "write_tiff_vips", "tiff_levels", "check_layout", "COMPRESSIONS",
+           "LAYOUTS"]
 
 COMPRESSIONS = ("none", "deflate", "zstd", "lzw", "jpeg")
 
@@ -44,7 +45,7 @@ COMPRESSIONS = ("none", "deflate", "zstd", "lzw", "jpeg")
 LAYOUTS = ("chain", "subifd")
 
 
-def _check_layout(layout: str) -> None:
+def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise GigapatchError(f"output.layout={layout!r}: expected chain (every reader sees "
                              f"every level) or subifd (OME-TIFF style SubIFDs)")
@@ -122,7 +123,7 @@ def write_tiff_tifffile(path: str | os.PathLike, bands_per_level: Sequence, shap
     p = Path(os.fspath(path))
     dt = np.dtype(dtype)
     comp = _compression_args(compression, dt)
-    _check_layout(layout)
+    check_layout(layout)
     meta = metadata if metadata is not None else OutputMetadata(dpi=dpi or None)
     photometric = "rgb" if channels >= 3 else "minisblack"
     extra = {}
@@ -175,7 +176,7 @@ def write_tiff_vips(path: str | os.PathLike, bands: Iterator[tuple[int, np.ndarr
     p = Path(os.fspath(path))
     dt = np.dtype(dtype)
     _compression_args(compression, dt)  # validates
-    _check_layout(layout)
+    check_layout(layout)
     meta = metadata if metadata is not None else OutputMetadata(dpi=dpi or None)
     if meta.is_georeferenced or meta.nodata is not None or channels not in (1, 3):
         raise GigapatchError("output.writer=vips cannot write GeoTIFF keys, nodata or more "
