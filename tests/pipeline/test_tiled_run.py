@@ -220,12 +220,13 @@ def test_damaged_chunk_is_recomputed_on_resume(ref, cfg, tiled64, tmp_path, dama
         for iy in range(3):
             for ix in range(3):
                 store.clear_done("done/2", iy, ix)
-    from gigapatch.pipeline import run_tiled
+    from gigapatch.api import generate_tiled
+    from gigapatch.pipeline import TiledOptions
     from gigapatch.storage import read_image
 
     out = tmp_path / "out.tif"  # the TIFF writer reads every output/0 chunk
-    res = run_tiled(ref, out, size=SIZE, seed=SEED, config=cfg, device="cpu",
-                    run_dir=run_dir, tile=64)
+    res = generate_tiled(ref, out, size=SIZE, seed=SEED, config=cfg, device="cpu",
+                         options=TiledOptions(run_dir=run_dir, tile=64))
     assert res.tasks_computed >= 1
     assert store.chunk_ok(damaged, 1, 1)
     assert np.array_equal(read_result(run_dir), img64)
