@@ -80,13 +80,14 @@ def test_print_preset_on_one_thread_workers_equals_local_run(balloons, tmp_path)
     # thread each (dask sets OMP_NUM_THREADS=MKL_NUM_THREADS=1 in its workers)
     from distributed import LocalCluster
 
-    from gigapatch.pipeline import read_result, run_tiled
+    from gigapatch.api import generate_tiled
+    from gigapatch.pipeline import TiledOptions, read_result
 
     cfg = load_config("print", ["denoiser.backend=fast"])
 
     def tiled(run_dir, **kw):
-        run_tiled(balloons.copy(), None, size=(320, 240), seed=SEED, config=cfg,
-                  device="cpu", run_dir=run_dir, tile=128, **kw)
+        generate_tiled(balloons.copy(), None, size=(320, 240), seed=SEED, config=cfg,
+                       device="cpu", options=TiledOptions(run_dir=run_dir, tile=128, **kw))
         return read_result(run_dir)
 
     local = tiled(tmp_path / "local", workers=1)
