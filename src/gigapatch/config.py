@@ -86,7 +86,7 @@ class DenoiserConfig:
     candidates: int = 8
     pca_dims: int = 32
     dictionary_size: int = 2048
-    broad_below_steps: int = 3
+    broad_below_steps: int = 5
     prune_tolerance: float = 0.0
     query_stride: int = 2
     probes: int = 4

@@ -1,9 +1,10 @@
 """The fast backend: candidate search in pixel space, linear in the number of pixels.
 
 The exact denoiser (``denoiser.posterior_mean_exact``) weighs every query patch against
-every patch of the level: quadratic. The posterior is broad only in the first, noisiest
-steps; after them each query's weight sits on one or two patches
-(docs/method.md#fast-backend). So the fast backend splits the schedule:
+every patch of the level: quadratic. The posterior is broad in the noisy steps (measured at
+full reference size, 186x248, finest level: an effective 700-23000 patches for s >= 0.67,
+35-180 at s = 0.56-0.44, under 10 below s = 0.35; benchmarks/bench_posterior.py) and
+narrow after them (docs/method.md#fast-backend). So the fast backend splits the schedule:
 
 * ``a = 0`` (s = 1): the answer is the multiplicity-weighted mean patch (exact).
 * broad steps (the first ``broad_steps`` calls): exact posterior mean against a small
@@ -13,8 +14,12 @@ steps; after them each query's weight sits on one or two patches
 * late steps: per query patch, ``candidates`` entries found by search in a reduced space
   (PCA of the level's patches, ``pca_dims``) on the query scaled by 1/a, then exact
   Gaussian weights over the candidates in full dimension with multiplicities. The first
-  late step searches exhaustively (chunked GEMM in PCA space); every later step reranks
-  the union of: the query's own previous candidates, the four grid neighbours'
+  late step seeds each query from the *groups* of its ``GROUP_REPS`` nearest
+  representatives (the entries nearest to each representative, ``GROUP_SEEDS`` per
+  group; ``init="groups"``; ``"dictionary"`` takes the representatives themselves,
+  ``"exhaustive"`` a chunked GEMM over every entry in PCA space), keeps the best by
+  reduced-space distance and adds one round of propagation and probes; every later step
+  reranks the union of: the query's own previous candidates, the four grid neighbours'
   candidates shifted by the neighbour's offset (PatchMatch propagation, through the
   index's position map), and ``probes`` random entries keyed by global coordinates.
 
@@ -72,6 +77,11 @@ class FastLevel:
     dict_ids : Tensor (M,)
         Entry id (in ``index``) of each representative: the first late step starts from
         the representatives nearest to each query.
+    members : Tensor (N,)
+        Entry ids grouped by their nearest representative (each group in entry order).
+    member_start, member_count : Tensor (M,)
+        Where representative m's group starts in ``members`` and how many entries it has:
+        the first late step seeds a query from the groups of its nearest representatives.
     """
 
     index: PatchIndex
@@ -81,11 +91,16 @@ class FastLevel:
     proj_sq: torch.Tensor
     dictionary: PatchIndex
     dict_ids: torch.Tensor
+    members: torch.Tensor
+    member_start: torch.Tensor
+    member_count: torch.Tensor
 
     def to(self, device: torch.device | str) -> "FastLevel":
         return FastLevel(self.index.to(device), self.mean.to(device), self.basis.to(device),
                          self.proj.to(device), self.proj_sq.to(device),
-                         self.dictionary.to(device), self.dict_ids.to(device))
+                         self.dictionary.to(device), self.dict_ids.to(device),
+                         self.members.to(device), self.member_start.to(device),
+                         self.member_count.to(device))
 
 
 def fast_extra_halo(patch_size: int, query_stride: int = 1, steps: int = 10) -> int:
@@ -118,6 +133,11 @@ def choose_backend(n_queries: int, n_entries: int, dim: int, device: torch.devic
         return "exact"
     return "fast"
 
+
+#: first late step with ``init="groups"``: the groups of the query's GROUP_REPS nearest
+#: representatives seed it, GROUP_SEEDS entries from each
+GROUP_REPS = 4
+GROUP_SEEDS = 16
 
 # --------------------------------------------------------------------------- level build
 
@@ -192,6 +212,9 @@ def build_fast_level(index: PatchIndex, *, pca_dims: int = 32, dictionary_size: 
     if dictionary_size >= n:
         dictionary = index
         dict_ids = torch.arange(n, device=proj.device)
+        members = dict_ids
+        member_start = dict_ids
+        member_count = torch.ones(n, dtype=torch.long, device=proj.device)
     else:
         # a regular subsample (entries are in positional order: spread over the image),
         # each representative weighted by the entries nearest to it in the reduced space
@@ -204,8 +227,13 @@ def build_fast_level(index: PatchIndex, *, pca_dims: int = 32, dictionary_size: 
         dict_ids = reps[keep]
         dictionary = PatchIndex.from_patches(index.patches[dict_ids], index.patch_size,
                                              index.channels, mult[keep])
+        # each representative's group of entries (every kept one has at least one)
+        members = torch.sort(near[:, 0], stable=True).indices
+        count = torch.bincount(near[:, 0], minlength=reps.numel())
+        start = torch.cumsum(count, 0) - count
+        member_start, member_count = start[keep], count[keep]
     return FastLevel(index, mean, basis, proj.to(GEMM_DTYPES[dtype]).contiguous(), proj_sq,
-                     dictionary, dict_ids)
+                     dictionary, dict_ids, members, member_start, member_count)
 
 
 # --------------------------------------------------------------------------- query grid
@@ -459,6 +487,8 @@ class FastDenoiser:
             d_ids = lv.dict_ids
             near, _ = _nearest(z, lv.proj[d_ids], lv.proj_sq[d_ids], k, budget)
             prev = d_ids[near]
+            if self.params.init == "groups":
+                prev = self._rerank(z, self._group_seeds(near[:, :GROUP_REPS]), k, budget)
         q = nr * nc
         u = 5 * prev.shape[1] + self.params.probes
         chunk = max(1, min(q, budget // max(1, u * (lv.proj.shape[1] + 8) * 4 * 2)))
@@ -469,6 +499,22 @@ class FastDenoiser:
                                self._probes(step, qid, rows, cols)], 1)
             cand[q0:q0 + qid.numel()] = self._rerank(z[qid], union, k, budget)
         return cand
+
+    def _group_seeds(self, near: torch.Tensor) -> torch.Tensor:
+        """Up to ``GROUP_SEEDS`` entries of each listed representative's group: (Q, m * L).
+
+        A group larger than L contributes L entries at a regular spacing (groups are in
+        entry order, so spread over the reference); a smaller one repeats its last entry
+        (duplicates count once in the rerank).
+        """
+        lv = self.level
+        q, m = near.shape
+        st = lv.member_start[near][..., None]  # (Q, m, 1)
+        cnt = lv.member_count[near][..., None]
+        off = torch.arange(GROUP_SEEDS, device=near.device)
+        pos = st + torch.where(cnt >= GROUP_SEEDS, (off * cnt) // GROUP_SEEDS,
+                               torch.minimum(off, cnt - 1))
+        return lv.members[pos].reshape(q, m * GROUP_SEEDS)
 
     def _rerank(self, z: torch.Tensor, union: torch.Tensor, k: int, budget: int) \
             -> torch.Tensor:

@@ -52,8 +52,10 @@ class DenoiserSettings:
         Memory cap of one level's patch index; the fast backend subsamples to it.
     broad_stride : int
         Fast backend: query stride of the broad steps (not a config key).
-    init : {"dictionary", "exhaustive"}
-        Fast backend: how the first late step finds its candidates (not a config key).
+    init : {"groups", "dictionary", "exhaustive"}
+        Fast backend: how the first late step finds its candidates (not a config key):
+        the groups of the query's nearest representatives (default), the representatives
+        themselves, or every entry (see ``diffusion.fast``).
     """
 
     backend: str
@@ -68,4 +70,4 @@ class DenoiserSettings:
     probes: int
     index_budget_mb: int
     broad_stride: int = 4
-    init: str = "dictionary"
+    init: str = "groups"
