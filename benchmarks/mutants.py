@@ -52,7 +52,7 @@ MUTANTS = [
            (("diffusion/denoiser.py", "g = torch.exp(-(u * u) / (2.0 * rho * rho))",
              "g = torch.exp(-(u * u) / (2.0 * (rho / 2) * (rho / 2)))"),)),
     Mutant("no_blend", "coarse-to-fine blend removed (x_tilde = x_hat)",
-           (("diffusion/sampling.py", "return x_hat - blur2(x_hat) + coarse_up",
+           (("diffusion/sampling.py", "return x_hat - blur(x_hat) + coarse_up",
              "return x_hat"),)),
     Mutant("halo_short_exact", "halo one pixel short per denoiser call (exact/fused/fast "
            "levels: the receptive field P - 2 instead of P - 1)",
