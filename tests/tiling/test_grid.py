@@ -53,3 +53,18 @@ def test_overhead_and_whole_grid():
     assert whole.overhead() == 1.0
     with pytest.raises(ValueError):
         TileGrid(10, 10, 64, 3)  # odd halo: window origins would leave the 2x grid
+
+
+@pytest.mark.parametrize("hw,tile,halo", [((300, 260), 64, 30), ((1000, 130), 128, 0),
+                                          ((64, 64), 64, 10), ((517, 999), 192, 88)])
+def test_computed_pixels_is_the_sum_of_window_areas(hw, tile, halo):
+    # oracle: the per-tile sum (the closed form must not drift from it; a 10^6 x 10^6
+    # plan cannot afford the per-tile loop)
+    g = grid_for_level(*hw, tile=tile, halo=halo)
+    assert g.computed_pixels() == sum(t.window.area for t in g)
+
+
+def test_overhead_of_a_huge_grid_is_cheap():
+    g = grid_for_level(10**6, 10**6, tile=1024, halo=230)
+    assert len(g) == 977**2
+    assert 2.0 < g.overhead() < ((1024 + 460) / 1024) ** 2
