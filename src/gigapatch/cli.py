@@ -189,6 +189,9 @@ def _add_tiled_options(p: argparse.ArgumentParser) -> None:
                    help="tile core side in pixels, a multiple of 64 (default tiling.tile)")
     t.add_argument("--run-dir", metavar="DIR",
                    help="run store for tiles and resume (default: OUT.gp-run/ beside OUT)")
+    t.add_argument("--keep-run", action="store_true", default=None,
+                   help="keep the run store after the output is written (default "
+                        "tiling.keep_run: removed on success, kept on failure to resume)")
     t.add_argument("--cluster", metavar="ADDR",
                    help="address of a dask.distributed scheduler (default cluster.address); "
                         "the run dir must be on a path every worker sees")
@@ -569,7 +572,7 @@ def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs, meta=None) -> i
             else f"{args.run_dir}_{k:03d}"
         options = TiledOptions(run_dir=run_dir, tile=args.tile,
                                tiled=True if args.tiled else None, cluster=args.cluster,
-                               fmt=args.format, writer=args.writer)
+                               fmt=args.format, writer=args.writer, keep_run=args.keep_run)
         result = generate_tiled(ref, out, size=args.size, scale=args.scale, seed=seed,
                                 config=cfg, device=args.device, options=options,
                                 progress=not args.quiet, metadata=meta)
@@ -611,7 +614,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     total = sum(e.gflop for e in costs)
     print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
           f"per sample")
+    for line in _tiled_disk_lines(cfg, ref_hw, out_hw, info.channels, device):
+        print(line)
     return 0
+
+
+def _tiled_disk_lines(cfg, ref_hw, out_hw, channels: int, device) -> list[str]:
+    """``info``'s lines on a tiled run: disk (run store, output) and the tile advice."""
+    from .info import format_bytes
+    from .pipeline.plan import disk_estimate, make_plan, tile_advice
+
+    plan = make_plan(ref_hw, out_hw, channels, cfg, seed=0, ref_digest="", device=device)
+    scratch, out = disk_estimate(plan)
+    px = out_hw[0] * out_hw[1]
+    lines = [f"disk (tiled run, tile {plan.tile}, upper bounds): run store ~"
+             f"{format_bytes(scratch)} ({scratch / px:.1f} bytes per output pixel), output "
+             f"pyramid ~{format_bytes(out)}"]
+    advice = tile_advice(plan)
+    if advice:
+        lines.append(f"warning: {advice}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------
@@ -629,7 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output file was left half-written", file=sys.stderr)
+        print(f"{PROG}: interrupted; no output file was left half-written (a tiled run "
+              f"resumes when the same command is run again)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -164,6 +164,7 @@ class TilingConfig:
     mode: Literal["auto", "never", "always"] = "auto"
     tile: int = 1024
     global_max_pixels: int = 4_194_304
+    keep_run: bool = False
 
     def validate(self) -> None:
         _check(self.tile >= 64 and self.tile % 64 == 0, "tiling.tile", self.tile,

@@ -228,7 +228,7 @@ def test_damaged_chunk_is_recomputed_on_resume(ref, cfg, tiled64, tmp_path, dama
 
     out = tmp_path / "out.tif"  # the TIFF writer reads every output/0 chunk
     res = generate_tiled(ref, out, size=SIZE, seed=SEED, config=cfg, device="cpu",
-                         options=TiledOptions(run_dir=run_dir, tile=64))
+                         options=TiledOptions(run_dir=run_dir, tile=64, keep_run=True))
     assert res.tasks_computed >= 1
     assert store.chunk_ok(damaged, 1, 1)
     assert np.array_equal(read_result(run_dir), img64)

@@ -39,7 +39,8 @@ from ..tiling import TileGrid, grid_for_level
 
 __all__ = ["RunPlan", "make_plan", "plan_levels", "output_size", "is_tiled",
            "denoiser_settings",
-           "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE"]
+           "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE",
+           "tile_advice", "disk_estimate"]
 
 log = logging.getLogger(__package__)
 
@@ -271,3 +272,32 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     run_key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
     return RunPlan(tuple(ref_hw), tuple(out_hw), channels, seed, tile, levels, grids,
                    settings, out_shapes, config.output.bits(), run_key)
+
+
+def tile_advice(plan: RunPlan) -> str | None:
+    """A one-line warning when the tile is under 4x the halo of a tiled level (each tile
+    then computes several times its own pixels), naming the tile side to use; else None."""
+    small = [(lv, grid) for lv, grid in zip(plan.levels, plan.grids)
+             if lv.mode == "tiled" and plan.tile < 4 * lv.halo]
+    if not small:
+        return None
+    halo = max(lv.halo for lv, _ in small)
+    use = -(-4 * halo // MIN_TILE) * MIN_TILE
+    worst = max(grid.overhead() for _, grid in small)
+    return (f"tile {plan.tile} is under 4x the halo ({halo} px): tiles compute up to "
+            f"{worst:.1f}x their pixels; use --tile {use} or larger (tiling.tile)")
+
+
+def disk_estimate(plan: RunPlan, *, pyramid: bool = True) -> tuple[int, int]:
+    """``(run store bytes, output file bytes)``: upper bounds (uncompressed) of what a tiled
+    run of ``plan`` writes (``gigapatch.storage.diskspace``); ``pyramid=False`` for a
+    PNG/JPEG output (level 0 only)."""
+    from ..storage.diskspace import output_bytes, scratch_bytes
+
+    item = 1 if plan.bit_depth == 8 else 2
+    scratch = scratch_bytes(ref_hw=plan.ref_hw, level_shapes=[lv.out_hw for lv in plan.levels],
+                            grid_shapes=[grid.shape for grid in plan.grids],
+                            output_shapes=plan.output_shapes, chunk=plan.tile,
+                            channels=plan.channels, out_itemsize=item)
+    return scratch, output_bytes(plan.output_shapes, channels=plan.channels,
+                                 out_itemsize=item, pyramid=pyramid)

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,12 @@ from ..config import Config, config_hash
 from ..diffusion.model_space import to_model
 from ..errors import GigapatchError
 from ..storage.metadata import OutputMetadata
+from ..info import format_bytes
+from ..storage.diskspace import check_free_space, is_out_of_space, used_bytes
 from ..storage.runstore import CorruptChunkError, RunLock, RunStore
 from .graph import build_graph
 from .outmeta import resolve_output_metadata
-from .plan import RunPlan, make_plan
+from .plan import RunPlan, disk_estimate, make_plan, tile_advice
 from .progress import TileProgress
 from .tasks import TaskSpec
 
@@ -71,6 +74,10 @@ class TiledOptions:
         Output format (default: by suffix; ``cog`` needs the ``gis`` extra).
     writer : {"tifffile", "vips"}, optional
         Pyramidal TIFF writer (default ``output.writer``).
+    keep_run : bool, optional
+        Keep the run store after an output file was written (default ``tiling.keep_run``,
+        False: removed on success; a failed or interrupted run keeps it to resume). Without
+        an output the store is the result and is always kept.
     """
 
     run_dir: str | os.PathLike | None = None
@@ -80,6 +87,7 @@ class TiledOptions:
     workers: int | None = None
     fmt: str | None = None
     writer: str | None = None
+    keep_run: bool | None = None
 
 
 @dataclass
@@ -97,6 +105,7 @@ class TiledResult:
     output_bytes: int = 0
     preview: Path | None = None
     metadata: OutputMetadata | None = None
+    run_dir_kept: bool = True
 
     def describe(self) -> list[str]:
         """Lines for the end of a CLI run: the file, its size, levels, how to view it."""
@@ -117,8 +126,12 @@ class TiledResult:
             if self.preview is not None:
                 lines.append(f"  preview: {self.preview}")
             lines.append("  view: " + how_to_view(self.output, self.format))
-        lines.append(f"  run store: {self.run_dir} ({self.tasks_computed} of "
-                     f"{self.tasks_total} tasks computed this time; delete it when done)")
+        if self.run_dir_kept:
+            lines.append(f"  run store: {self.run_dir} ({self.tasks_computed} of "
+                         f"{self.tasks_total} tasks computed this time; delete it when done)")
+        else:
+            lines.append(f"  run store: removed ({self.tasks_computed} of {self.tasks_total} "
+                         f"tasks computed this time; --keep-run keeps it)")
         return lines
 
 
@@ -220,6 +233,8 @@ def local_threads(device, workers: int | None, config: Config) -> tuple[int, boo
 
 
 def _execute_local(graph, workers: int, prog: TileProgress) -> None:
+    from multiprocessing.pool import ThreadPool
+
     import dask.threaded
     from dask.callbacks import Callback
 
@@ -228,8 +243,15 @@ def _execute_local(graph, workers: int, prog: TileProgress) -> None:
         if label is not None:
             prog.update(label, result[-1] if isinstance(result, tuple) else 0.0)
 
+    # daemon threads (multiprocessing's ThreadPool): on Ctrl-C the main thread leaves at
+    # once and the process exits while a tile is still computing (its chunk is written
+    # atomically, its marker only after it); concurrent.futures threads would be joined at
+    # exit, i.e. after the running tiles (minutes)
+    pool = ThreadPool(workers)
     with Callback(posttask=posttask):
-        dask.threaded.get(graph.dsk, graph.keys, num_workers=workers)
+        dask.threaded.get(graph.dsk, graph.keys, num_workers=workers, pool=pool)
+    pool.close()
+    pool.join()
 
 
 def _execute_distributed(graph, address: str, retries: int, device: str,
@@ -368,6 +390,16 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
                      device=dev)
     rd = Path(opt.run_dir).absolute() if opt.run_dir is not None \
         else default_run_dir(output)
+    # refuse before the lock and before any work when the writes cannot fit
+    scratch, out_bytes = disk_estimate(plan, pyramid=fmt_ != "image")
+    needs = [("run store", rd, scratch - used_bytes(rd))]
+    if out_path is not None:
+        needs.append(("output", out_path, out_bytes))
+    check_free_space(needs)
+    advice = tile_advice(plan)
+    if advice:
+        log.warning("warning: %s", advice)
+    keep = cfg.tiling.keep_run if opt.keep_run is None else bool(opt.keep_run)
     address = opt.cluster or cfg.cluster.address
     n_workers, serial_device = local_threads(dev, opt.workers, cfg)
     if address:
@@ -390,51 +422,62 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
                         "halo": lv.halo, "tiles": len(grid)}
                        for lv, grid in zip(plan.levels, plan.grids)]}
     seconds: dict[str, float] = {}
-    with RunLock(rd):
-        store = RunStore.create_or_open(
-            rd, run_key=plan.run_key, meta=meta, reference=ref_model,
-            level_shapes=[lv.out_hw for lv in plan.levels],
-            grid_shapes=[grid.shape for grid in plan.grids],
-            output_shapes=plan.output_shapes, chunk=plan.tile,
-            out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
-        seconds["plan"] = time.perf_counter() - t_start
-        total, computed, tile_seconds, nbytes, preview = None, 0, {}, 0, None
-        for attempt in range(MAX_REPAIRS + 1):
-            graph = build_graph(plan, spec, store)
-            total = sum(graph.totals.values()) if total is None else total
-            computed += len(graph.keys)
-            try:
-                prog = TileProgress(graph.totals, graph.done, enabled=progress)
-                t0 = time.perf_counter()
+    try:
+        with RunLock(rd):
+            store = RunStore.create_or_open(
+                rd, run_key=plan.run_key, meta=meta, reference=ref_model,
+                level_shapes=[lv.out_hw for lv in plan.levels],
+                grid_shapes=[grid.shape for grid in plan.grids],
+                output_shapes=plan.output_shapes, chunk=plan.tile,
+                out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
+            seconds["plan"] = time.perf_counter() - t_start
+            total, computed, tile_seconds, nbytes, preview = None, 0, {}, 0, None
+            for attempt in range(MAX_REPAIRS + 1):
+                graph = build_graph(plan, spec, store)
+                total = sum(graph.totals.values()) if total is None else total
+                computed += len(graph.keys)
                 try:
-                    if graph.keys:
-                        if address:
-                            _execute_distributed(graph, address, cfg.cluster.retries,
-                                                 str(dev), prog)
-                        else:
-                            _execute_local(graph, n_workers, prog)
-                finally:
-                    prog.close()
-                    for k, v in prog.seconds.items():
-                        tile_seconds[k] = tile_seconds.get(k, 0.0) + v
-                seconds["sample"] = seconds.get("sample", 0.0) + time.perf_counter() - t0
-                if out_path is not None:
+                    prog = TileProgress(graph.totals, graph.done, enabled=progress)
                     t0 = time.perf_counter()
-                    _write_output(store, plan, out_path, fmt_, cfg, opt.writer, out_meta)
-                    seconds["write"] = time.perf_counter() - t0
-                    nbytes = _size_on_disk(out_path)
-                    if cfg.output.preview:
-                        preview = _write_preview(store, plan, out_path)
-                break
-            except CorruptChunkError as exc:
-                # a lost or damaged chunk: clear its owner's marker and run what is missing
-                if attempt == MAX_REPAIRS:
-                    raise
-                cleared = store.invalidate(exc)
-                log.warning("%s; recomputing %d task%s", exc, len(cleared),
-                            "s" if len(cleared) != 1 else "")
-    return TiledResult(out_path, fmt_, rd, plan, total, computed, seconds,
-                       tile_seconds, nbytes, preview, out_meta)
+                    try:
+                        if graph.keys:
+                            if address:
+                                _execute_distributed(graph, address, cfg.cluster.retries,
+                                                     str(dev), prog)
+                            else:
+                                _execute_local(graph, n_workers, prog)
+                    finally:
+                        prog.close()
+                        for k, v in prog.seconds.items():
+                            tile_seconds[k] = tile_seconds.get(k, 0.0) + v
+                    seconds["sample"] = seconds.get("sample", 0.0) + time.perf_counter() - t0
+                    if out_path is not None:
+                        t0 = time.perf_counter()
+                        _write_output(store, plan, out_path, fmt_, cfg, opt.writer, out_meta)
+                        seconds["write"] = time.perf_counter() - t0
+                        nbytes = _size_on_disk(out_path)
+                        if cfg.output.preview:
+                            preview = _write_preview(store, plan, out_path)
+                    break
+                except CorruptChunkError as exc:
+                    # a lost or damaged chunk: clear its owner's marker, run what is missing
+                    if attempt == MAX_REPAIRS:
+                        raise
+                    cleared = store.invalidate(exc)
+                    log.warning("%s; recomputing %d task%s", exc, len(cleared),
+                                "s" if len(cleared) != 1 else "")
+    except OSError as exc:
+        if not is_out_of_space(exc):
+            raise
+        where = exc.filename or rd
+        raise GigapatchError(
+            f"no space left on the disk writing {where} ({exc.strerror}); free some space "
+            f"(this run needs up to ~{format_bytes(scratch + out_bytes)}) and run the same "
+            f"command again: it resumes where it stopped") from None
+    if out_path is not None and not keep:
+        shutil.rmtree(rd, ignore_errors=True)
+    return TiledResult(out_path, fmt_, rd, plan, total, computed, seconds, tile_seconds,
+                       nbytes, preview, out_meta, run_dir_kept=out_path is None or keep)
 
 
 def read_result(run_dir: str | os.PathLike, level: int | None = None,
