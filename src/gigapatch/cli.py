@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import re
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -653,6 +655,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no output file was left half-written (a tiled run "
               f"resumes when the same command is run again)", file=sys.stderr)
+        if any(t.daemon and t.is_alive() for t in threading.enumerate()):
+            # a tiled run's scheduler threads are still inside a tile: the lock is released
+            # and every chunk and marker on disk is complete, so leave now (finalising the
+            # interpreter under a running torch thread can abort instead of exiting 130)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
 
 
