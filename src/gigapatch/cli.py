@@ -25,7 +25,6 @@ import math
 import os
 import re
 import sys
-import threading
 import time
 from typing import Sequence
 
@@ -652,10 +651,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GigapatchError as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"{PROG}: interrupted; no output file was left half-written (a tiled run "
               f"resumes when the same command is run again)", file=sys.stderr)
-        if any(t.daemon and t.is_alive() for t in threading.enumerate()):
+        if getattr(exc, "tiles_running", False):
             # a tiled run's scheduler threads are still inside a tile: the lock is released
             # and every chunk and marker on disk is complete, so leave now (finalising the
             # interpreter under a running torch thread can abort instead of exiting 130)

@@ -248,8 +248,13 @@ def _execute_local(graph, workers: int, prog: TileProgress) -> None:
     # atomically, its marker only after it); concurrent.futures threads would be joined at
     # exit, i.e. after the running tiles (minutes)
     pool = ThreadPool(workers)
-    with Callback(posttask=posttask):
-        dask.threaded.get(graph.dsk, graph.keys, num_workers=workers, pool=pool)
+    try:
+        with Callback(posttask=posttask):
+            dask.threaded.get(graph.dsk, graph.keys, num_workers=workers, pool=pool)
+    except KeyboardInterrupt as exc:
+        # tell the CLI that tile threads are still running (it leaves with os._exit)
+        exc.tiles_running = True  # type: ignore[attr-defined]
+        raise
     pool.close()
     pool.join()
 
