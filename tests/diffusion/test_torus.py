@@ -157,3 +157,73 @@ def test_periodic_level_rolled_noise_gives_the_rolled_level():
     x0 = gaussian_noise(1, 0, INIT_STEP, (0, 0, h, w), 3)
     b = sample_ddim(den, torch.roll(x0, (3, 5), dims=(1, 2)), sig)
     assert (b - torch.roll(a, (3, 5), dims=(1, 2))).abs().max() > 1e-2
+
+
+# ---- windows of a torus: tiles whose halo comes from the opposite side ----------------
+
+def _torus_level(index, p, t, hw, coarse, seed, box=None):
+    """A whole tileable level sampled on the torus (box: the level, or a rolled layout)."""
+    wrap = Wrap(y=True, x=True)
+    box = box or (0, 0, *hw)
+    den = PeriodicDenoiser(make_denoise(index, patch_size=p, rho=0.2), p, wrap)
+    up = periodic_up2(coarse, wrap)
+    oy, ox = box[0], box[1]
+    up = torch.roll(up, (-oy, -ox), dims=(1, 2))[:, :hw[0], :hw[1]]
+    return sample_level(den, box=box, channels=3, seed=seed, level=1, sigmas=flow_linear(t),
+                        eta=0.5, coarse_up=up, wrap=wrap, period=hw)
+
+
+def _tiled_level(index, p, t, hw, coarse, seed, tile, halo):
+    """The same level tile by tile: each window is the core grown by ``halo`` WITHOUT
+    clipping, its pixels, noise and coarse values taken modulo the level's size."""
+    from gigapatch.diffusion.generator import coarse_box_for, upsample_to_box
+
+    h, w = hw
+    den = make_denoise(index, patch_size=p, rho=0.2)
+    out = torch.full((3, h, w), float("nan"))
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            win = (y0 - halo, x0 - halo, y1 + halo, x1 + halo)
+            cb = coarse_box_for(win, coarse.shape[1:], (True, True))
+            ch, cw = coarse.shape[1:]
+            c = coarse[:, torch.arange(cb[0], cb[2]) % ch][:, :, torch.arange(cb[1], cb[3]) % cw]
+            up = upsample_to_box(c, cb[:2], win)
+            x = sample_level(den, box=win, channels=3, seed=seed, level=1,
+                             sigmas=flow_linear(t), eta=0.5, coarse_up=up, period=hw)
+            out[:, y0:y1, x0:x1] = x[:, halo:halo + y1 - y0, halo:halo + x1 - x0]
+    return out
+
+
+def test_tiles_with_wrapped_halos_equal_the_whole_torus():
+    # tiled == whole with wrapping for 2 tile sizes; a too-small halo fails (negative
+    # control). kills: noise not keyed modulo the level (edge tiles draw other noise),
+    # coarse windows clipped instead of wrapped, the whole level not a torus
+    from gigapatch.diffusion.generator import level_halo
+
+    p, t = 5, 3
+    index = PatchIndex.from_image(rand(3, 16, 16, seed=8), p)
+    hw = (40, 36)
+    coarse = rand(3, 20, 18, seed=9) * 0.5
+    whole = _torus_level(index, p, t, hw, coarse, 4)
+    halo = level_halo(p, t, blended=True)
+    for tile in (16, 24):
+        got = _tiled_level(index, p, t, hw, coarse, 4, tile, halo)
+        assert (got - whole).abs().max() < 1e-4, tile
+    bad = _tiled_level(index, p, t, hw, coarse, 4, 16, 4)
+    assert (bad - whole).abs().max() > 1e-3
+
+
+def test_rolled_layout_is_the_roll_of_the_whole_torus():
+    # a tileable output rolled by an (even) offset is the same process: sampling the
+    # window [dy, dy + H) x [dx, dx + W) of the torus gives the roll of the whole level.
+    # kills: period not reaching the noise (sample_level's period wiring)
+    p, t = 5, 3
+    index = PatchIndex.from_image(rand(3, 16, 16, seed=10), p)
+    hw = (24, 28)
+    coarse = rand(3, 12, 14, seed=11) * 0.5
+    whole = _torus_level(index, p, t, hw, coarse, 6)
+    for dy, dx in [(6, 0), (0, 10), (14, 22)]:
+        got = _torus_level(index, p, t, hw, coarse, 6, box=(dy, dx, dy + hw[0], dx + hw[1]))
+        want = torch.roll(whole, (-dy, -dx), dims=(1, 2))
+        assert (got - want).abs().max() < 1e-4, (dy, dx)

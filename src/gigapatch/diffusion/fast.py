@@ -312,7 +312,7 @@ class FastDenoiser:
 
     def __init__(self, level: FastLevel, *, patch_size: int, rho: float,
                  params: DenoiserSettings, origin: tuple[int, int] = (0, 0),
-                 seed: int = 0, level_id: int = 0) -> None:
+                 seed: int = 0, level_id: int = 0, period: tuple[int, int] = (0, 0)) -> None:
         self.level = level
         self.patch_size = patch_size
         self.rho = rho
@@ -320,12 +320,16 @@ class FastDenoiser:
         self.origin = origin
         self.seed = seed
         self.level_id = level_id
+        self.period = period
         self._reset()
 
-    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0,
-             level: int = 0) -> "FastDenoiser":
+    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
+             period: tuple[int, int] = (0, 0)) -> "FastDenoiser":
+        """``period``: a tileable level's size on its wrapped axes (0: no wrap); the probes
+        are keyed by coordinates modulo it."""
         return FastDenoiser(self.level, patch_size=self.patch_size, rho=self.rho,
-                            params=self.params, origin=origin, seed=seed, level_id=level)
+                            params=self.params, origin=origin, seed=seed, level_id=level,
+                            period=period)
 
     def _reset(self) -> None:
         self._step = 0
@@ -437,6 +441,10 @@ class FastDenoiser:
         nc = cols.numel()
         gy = rows[qid // nc].to(torch.int64) + self.origin[0]
         gx = cols[qid % nc].to(torch.int64) + self.origin[1]
+        if self.period[0]:
+            gy = gy % self.period[0]
+        if self.period[1]:
+            gx = gx % self.period[1]
         counter = (gy << 32) + gx
         outs = []
         for j in range(self.params.probes):

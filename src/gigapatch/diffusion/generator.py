@@ -76,7 +76,8 @@ def level_halo(patch_size: int, steps: int, blended: bool, extra: int = 0) -> in
     return halo + (halo % 2)
 
 
-def coarse_box_for(box: Window, coarse_hw: tuple[int, int]) -> Window:
+def coarse_box_for(box: Window, coarse_hw: tuple[int, int],
+                   wrap: tuple[bool, bool] = (False, False)) -> Window:
     """The coarser level's window that ``upsample_to_box`` needs for a fine window.
 
     Parameters
@@ -85,16 +86,22 @@ def coarse_box_for(box: Window, coarse_hw: tuple[int, int]) -> Window:
         Fine window; y0 and x0 must be even.
     coarse_hw : (int, int)
         Size of the whole coarser level.
+    wrap : (bool, bool)
+        Axes (y, x) that wrap around: not clipped (read modulo the level's size).
 
     Returns
     -------
     (cy0, cx0, cy1, cx1)
-        Clipped to the coarser level.
+        Clipped to the coarser level on the axes that do not wrap.
     """
     y0, x0, y1, x1 = box
     m = UP_RADIUS + 1
-    return (max(0, y0 // 2 - m), max(0, x0 // 2 - m),
-            min(coarse_hw[0], (y1 + 1) // 2 + m), min(coarse_hw[1], (x1 + 1) // 2 + m))
+    cy0, cx0, cy1, cx1 = y0 // 2 - m, x0 // 2 - m, (y1 + 1) // 2 + m, (x1 + 1) // 2 + m
+    if not wrap[0]:
+        cy0, cy1 = max(0, cy0), min(coarse_hw[0], cy1)
+    if not wrap[1]:
+        cx0, cx1 = max(0, cx0), min(coarse_hw[1], cx1)
+    return cy0, cx0, cy1, cx1
 
 
 def upsample_to_box(coarse: torch.Tensor, coarse_origin: tuple[int, int], box: Window) \
@@ -126,7 +133,7 @@ def sample_level(denoise: Denoise, *, box: Window, channels: int, seed: int, lev
                  sigmas: torch.Tensor, eta: float, coarse_up: torch.Tensor | None = None,
                  device: torch.device | str = "cpu",
                  callback: Callable[[int], None] | None = None,
-                 wrap: Wrap = NO_WRAP) -> torch.Tensor:
+                 wrap: Wrap = NO_WRAP, period: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Sample one level over a window, from noise keyed by global coordinates.
 
     Parameters
@@ -151,6 +158,10 @@ def sample_level(denoise: Denoise, *, box: Window, channels: int, seed: int, lev
         Axes on which the window is a whole torus (a tileable level sampled in one piece):
         the blend's blur wraps there. The denoiser wraps by itself
         (``torus.PeriodicDenoiser``).
+    period : (int, int)
+        The level's (height, width) on the axes of a tileable output (0 elsewhere): noise
+        and the fast backend's keyed choices use coordinates modulo it, so a tile's window
+        may run past the level and take its halo from the opposite side.
 
     Returns
     -------
@@ -159,11 +170,12 @@ def sample_level(denoise: Denoise, *, box: Window, channels: int, seed: int, lev
     """
     bind = getattr(denoise, "bind", None)
     if bind is not None:  # stateful denoisers (fast backend) key their randomness globally
-        denoise = bind(origin=(box[0], box[1]), seed=seed, level=level)
-    x_init = gaussian_noise(seed, level, INIT_STEP, box, channels, device=device)
+        denoise = bind(origin=(box[0], box[1]), seed=seed, level=level, period=period)
+    x_init = gaussian_noise(seed, level, INIT_STEP, box, channels, device=device,
+                            period=period)
 
     def noise(i: int) -> torch.Tensor:
-        return gaussian_noise(seed, level, i, box, channels, device=device)
+        return gaussian_noise(seed, level, i, box, channels, device=device, period=period)
 
     blur = (lambda x: periodic_blur2(x, wrap)) if wrap else None
     blend = None if coarse_up is None else \
@@ -240,6 +252,6 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
         prev = sample_level(denoise, box=box, channels=channels, seed=seed, level=lv.level,
                             sigmas=sigmas, eta=eta, coarse_up=coarse_up, device=ref.device,
                             callback=(lambda i, lv=lv: progress(lv, 1)) if progress else None,
-                            wrap=wrap)
+                            wrap=wrap, period=(h if wrap.y else 0, w if wrap.x else 0))
         outs.append(prev)
     return outs

@@ -72,7 +72,8 @@ def mix64(z: torch.Tensor) -> torch.Tensor:
 
 def gaussian_noise(seed: int, level: int, step: int, box: tuple[int, int, int, int],
                    channels: int, *, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                   dtype: torch.dtype = torch.float32,
+                   period: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Standard normal noise over a window of global pixel coordinates.
 
     Parameters
@@ -89,6 +90,10 @@ def gaussian_noise(seed: int, level: int, step: int, box: tuple[int, int, int, i
         Number of channels C.
     device, dtype
         Where and in which precision the result lives.
+    period : (int, int)
+        A tileable level's (height, width) on its wrapped axes (0: the axis does not wrap):
+        coordinates are taken modulo it, so a window running past the level draws the
+        values of the opposite side.
 
     Returns
     -------
@@ -98,6 +103,10 @@ def gaussian_noise(seed: int, level: int, step: int, box: tuple[int, int, int, i
     y0, x0, y1, x1 = box
     ys = torch.arange(y0, y1, dtype=torch.int64, device=device)
     xs = torch.arange(x0, x1, dtype=torch.int64, device=device)
+    if period[0]:
+        ys = ys % period[0]
+    if period[1]:
+        xs = xs % period[1]
     # a distinct 64-bit counter per (y, x): coordinates are below 2**31 in any real image
     counter = (ys[:, None] << 32) + xs[None, :]
     out = torch.empty((channels, y1 - y0, x1 - x0), dtype=dtype, device=device)

@@ -45,12 +45,13 @@ class MirroredDenoiser:
         self.inner = inner
         self.axes = axes
 
-    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0,
-             level: int = 0) -> "MirroredDenoiser":
+    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
+             period: tuple[int, int] = (0, 0)) -> "MirroredDenoiser":
         bind = getattr(self.inner, "bind", None)
         if bind is None:
             return self
-        return MirroredDenoiser(bind(origin=origin, seed=seed, level=level), self.axes)
+        return MirroredDenoiser(bind(origin=origin, seed=seed, level=level, period=period),
+                                self.axes)
 
     def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
         return mirror_half(self.inner(x, s), self.axes)

@@ -153,13 +153,13 @@ class PeriodicDenoiser:
         self.wrap = wrap
         self.pad = wrap.pads(patch_size - 1)
 
-    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0,
-             level: int = 0) -> "PeriodicDenoiser":
+    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
+             period: tuple[int, int] = (0, 0)) -> "PeriodicDenoiser":
         bind = getattr(self.inner, "bind", None)
         if bind is None:
             return self
         inner = bind(origin=(origin[0] - self.pad[0], origin[1] - self.pad[1]), seed=seed,
-                     level=level)
+                     level=level, period=period)
         return PeriodicDenoiser(inner, self.patch_size, self.wrap)
 
     def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..diffusion.generator import coarse_box_for
 from ..storage.runstore import RunStore
-from ..tiling import Box, chunks_under
+from ..tiling import Box, chunks_under, wrap_pieces
 from .plan import RunPlan
 from .tasks import TaskSpec, run_level_tile, run_output_chunk
 
@@ -66,9 +66,12 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
             key = _key(plan.run_key, "L", L, t.iy, t.ix)
             deps: list[str] = []
             if prev is not None and lv.mode != "resize":
-                cb = Box(*coarse_box_for(t.window.as_tuple(), prev.out_hw))
+                wrap = (grid.wrap_y, grid.wrap_x)  # a tileable level: read modulo its size
+                cb = Box(*coarse_box_for(t.window.as_tuple(), prev.out_hw, wrap))
                 deps = [producer.get((f"levels/{L - 1}", cy, cx))
-                        for cy, cx in chunks_under(cb, plan.tile)]
+                        for cy, cx in sorted({c for piece, _ in wrap_pieces(cb, prev.out_hw,
+                                                                            wrap)
+                                              for c in chunks_under(piece, plan.tile)})]
             add(key, run_level_tile, (L, t.iy, t.ix), deps, label)
             for c in owned:
                 producer[(f"levels/{L}", *c)] = key

@@ -260,8 +260,10 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     levels = plan_levels(ref_hw, out_hw, channels, config, device=device, tiled=tiled,
                          settings=settings)
     log_levels(levels, config)
+    tl = config.sampler.tileable  # wrapped axes: edge tiles take their halo from the other side
     grids = tuple(grid_for_level(*lv.out_hw, tile=tile, halo=lv.halo,
-                                 whole=lv.mode != "tiled") for lv in levels)
+                                 whole=lv.mode != "tiled", wrap=("y" in tl, "x" in tl))
+                  for lv in levels)
     out_shapes = tuple(output_level_shapes(out_hw, config.output.tiff_tile))
     key_data: dict[str, Any] = {
         "config": config_hash(config), "seed": seed, "ref": ref_digest,

@@ -375,12 +375,11 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
     opt = options
     t_start = time.perf_counter()
     cfg, dev = config, device
-    for key in ("tileable", "symmetry"):
-        if getattr(cfg.sampler, key) != "none":
-            raise GigapatchError(
-                f"sampler.{key}={getattr(cfg.sampler, key)} is not supported by the tiled "
-                f"pipeline yet; write a .png of at most tiling.global_max_pixels pixels "
-                f"(whole-image path) or drop --{key}")
+    if cfg.sampler.symmetry != "none":
+        raise GigapatchError(
+            f"sampler.symmetry={cfg.sampler.symmetry} needs the whole image (a tile's mirror "
+            f"partner lies outside it): write a .png of at most tiling.global_max_pixels "
+            f"pixels without the tiled options, or drop --symmetry")
     ref_hw = ref.shape[:2]
     fmt_ = output_format(output, opt.fmt)
     out_path = Path(output) if output is not None else None

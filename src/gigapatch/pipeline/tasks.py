@@ -25,9 +25,10 @@ from ..diffusion.levels import Level
 from ..diffusion.pyramid import gaussian_pyramid
 from ..diffusion.schedules import flow_linear
 from ..diffusion.settings import DenoiserSettings
+from ..diffusion.torus import PeriodicDenoiser, Wrap, periodic_up2
 from ..storage.quantise import quantise_model
 from ..storage.runstore import RunStore
-from ..tiling import Box, TileGrid
+from ..tiling import Box, TileGrid, wrap_pieces
 
 __all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "shared_level_denoiser",
            "ProcessCache", "CACHE", "device_turn"]
@@ -165,21 +166,36 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
     lv = spec.levels[level]
     tile = spec.grids[level].tile_at(iy, ix)
     win = tile.window
+    grid = spec.grids[level]
+    hw = lv.out_hw
+    wrap = Wrap(grid.wrap_y, grid.wrap_x)
+    # a tileable level sampled in one piece is a torus; a tile of one is a plain window
+    # whose coordinates may run past the level (noise and reads taken modulo its size)
+    torus = wrap if win.as_tuple() == (0, 0, *hw) else Wrap()
+    period = (hw[0] if wrap.y else 0, hw[1] if wrap.x else 0)
     coarse = cb = coarse_up = None
     if lv.mode != "resize" and level > 0:  # read before taking the device
-        cb = Box(*coarse_box_for(win.as_tuple(), spec.levels[level - 1].out_hw))
-        coarse = store.read(f"levels/{level - 1}", cb)
+        chw = spec.levels[level - 1].out_hw
+        cb = Box(0, 0, *chw) if torus else \
+            Box(*coarse_box_for(win.as_tuple(), chw, (wrap.y, wrap.x)))
+        coarse = _read_window(spec, store, f"levels/{level - 1}", cb, chw, wrap)
     with device_turn(spec), torch.inference_mode():
         if lv.mode == "resize":
             x = resize_level(_ref_pyramid(spec, dev)[level], lv.out_hw)
         else:
-            if coarse is not None:
+            if coarse is not None and torus:
+                coarse_up = periodic_up2(torch.from_numpy(coarse).to(dev), torus)[
+                    :, :hw[0], :hw[1]]
+            elif coarse is not None:
                 coarse_up = upsample_to_box(torch.from_numpy(coarse).to(dev), (cb.y0, cb.x0),
                                             win.as_tuple())
-            x = sample_level(shared_level_denoiser(spec, level, dev), box=win.as_tuple(),
+            denoise = shared_level_denoiser(spec, level, dev)
+            if torus:
+                denoise = PeriodicDenoiser(denoise, spec.patch_size, torus)
+            x = sample_level(denoise, box=win.as_tuple(),
                              channels=spec.channels, seed=spec.seed, level=level,
                              sigmas=flow_linear(spec.steps, spec.s_min), eta=spec.eta,
-                             coarse_up=coarse_up, device=dev)
+                             coarse_up=coarse_up, device=dev, wrap=torus, period=period)
         c = tile.core_in_window
         core = x[:, c.y0:c.y1, c.x0:c.x1].float().cpu().numpy()
         del x, coarse_up  # free the device memory before the writes
@@ -187,6 +203,18 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
         store.write("output/0", tile.core, quantise_model(core, spec.bit_depth))
     else:
         store.write(f"levels/{level}", tile.core, core)
+
+
+def _read_window(spec: TaskSpec, store: RunStore, name: str, box: Box,
+                 hw: tuple[int, int], wrap: Wrap) -> np.ndarray:
+    """``store.read(name, box)``, where a wrapped axis of the box may run past the level:
+    those pixels are read from the opposite side (coordinates modulo the level's size)."""
+    if not wrap:
+        return store.read(name, box)
+    out = np.empty((spec.channels, box.height, box.width), dtype=np.float32)
+    for piece, (dy, dx) in wrap_pieces(box, hw, (wrap.y, wrap.x)):
+        out[:, dy:dy + piece.height, dx:dx + piece.width] = store.read(name, piece)
+    return out
 
 
 def run_output_chunk(spec: TaskSpec, r: int, iy: int, ix: int, *deps: Any) \

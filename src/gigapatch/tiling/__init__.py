@@ -6,6 +6,8 @@ the sampler's reach, computed by the diffusion package
 and passed in here as a number; diffusion takes windows as plain ``Box.as_tuple()``.
 """
 
-from .grid import Box, Tile, TileGrid, chunk_span, chunks_under, grid_for_level
+from .grid import (Box, Tile, TileGrid, chunk_span, chunks_under, grid_for_level,
+                   wrap_pieces, wrap_runs)
 
-__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level"]
+__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level",
+           "wrap_pieces", "wrap_runs"]

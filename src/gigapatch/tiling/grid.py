@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level"]
+__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level",
+           "wrap_pieces", "wrap_runs"]
 
 
 @dataclass(frozen=True, order=True)
@@ -134,6 +135,8 @@ class TileGrid:
     width: int
     tile: int
     halo: int
+    wrap_y: bool = False  # a tileable level: windows are not clipped on wrapped axes
+    wrap_x: bool = False
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -167,7 +170,11 @@ class TileGrid:
 
     def tile_at(self, iy: int, ix: int) -> Tile:
         core = self.core(iy, ix)
-        return Tile(iy, ix, core, core.grow(self.halo).clip(self.level_shape))
+        win = core.grow(self.halo)
+        h, w = self.level_shape  # clip the axes that do not wrap
+        y0, y1 = (win.y0, win.y1) if self.wrap_y else (max(win.y0, 0), min(win.y1, h))
+        x0, x1 = (win.x0, win.x1) if self.wrap_x else (max(win.x0, 0), min(win.x1, w))
+        return Tile(iy, ix, core, Box(y0, x0, y1, x1))
 
     def __iter__(self) -> Iterator[Tile]:
         ny, nx = self.shape
@@ -176,8 +183,13 @@ class TileGrid:
                 yield self.tile_at(iy, ix)
 
     def tiles_under(self, box: Box) -> list[tuple[int, int]]:
-        """Indices of the tiles whose cores intersect ``box`` (clipped to the level)."""
-        return chunks_under(box.clip(self.level_shape), self.tile)
+        """Indices of the tiles whose cores intersect ``box`` (clipped to the level; on a
+        wrapped axis taken modulo the level's size)."""
+        if not (self.wrap_y or self.wrap_x):
+            return chunks_under(box.clip(self.level_shape), self.tile)
+        return sorted({c for piece, _ in wrap_pieces(box, self.level_shape,
+                                                     (self.wrap_y, self.wrap_x))
+                       for c in chunks_under(piece, self.tile)})
 
     def computed_pixels(self) -> int:
         """Pixels the sampler runs on: the sum of every window's area.
@@ -203,16 +215,54 @@ class TileGrid:
         return cov
 
 
+def wrap_runs(lo: int, hi: int, n: int) -> list[tuple[int, int, int]]:
+    """``[lo, hi)`` of a wrapped axis of length ``n`` as contiguous pieces of ``[0, n)``.
+
+    Returns
+    -------
+    list of (src0, src1, dst0)
+        ``[src0, src1)`` of the level goes to ``[dst0, dst0 + src1 - src0)`` of the window.
+    """
+    runs, pos = [], lo
+    while pos < hi:
+        a = pos % n
+        b = min(n, a + hi - pos)
+        runs.append((a, b, pos - lo))
+        pos += b - a
+    return runs
+
+
+def wrap_pieces(box: Box, shape: tuple[int, int], wrap: tuple[bool, bool]) \
+        -> list[tuple[Box, tuple[int, int]]]:
+    """A window of a level whose wrapped axes may run past it, as boxes inside the level.
+
+    Returns
+    -------
+    list of (Box, (dy, dx))
+        Each piece of the level and where it goes in the window (offset from its corner).
+        Axes that do not wrap are clipped to the level.
+    """
+    def axis(lo: int, hi: int, n: int, w: bool) -> list[tuple[int, int, int]]:
+        if w:
+            return wrap_runs(lo, hi, n)
+        a, b = max(lo, 0), min(hi, n)
+        return [(a, b, a - lo)] if b > a else []
+
+    ys = axis(box.y0, box.y1, shape[0], wrap[0])
+    xs = axis(box.x0, box.x1, shape[1], wrap[1])
+    return [(Box(y0, x0, y1, x1), (dy, dx)) for y0, y1, dy in ys for x0, x1, dx in xs]
+
+
 def grid_for_level(height: int, width: int, *, tile: int, halo: int,
-                   whole: bool = False) -> TileGrid:
+                   whole: bool = False, wrap: tuple[bool, bool] = (False, False)) -> TileGrid:
     """The grid of one level: ``whole=True`` gives a single tile (the level sampled globally).
 
     A single-tile grid still uses ``tile`` as its chunk side in the store; only the task
     layout differs. Its halo is 0 (the window is the level).
     """
     if whole:
-        return TileGrid(height, width, _even_ceil(max(height, width)), 0)
-    return TileGrid(height, width, tile, halo)
+        return TileGrid(height, width, _even_ceil(max(height, width)), 0, *wrap)
+    return TileGrid(height, width, tile, halo, *wrap)
 
 
 def _even_ceil(n: int) -> int:
