@@ -8,19 +8,24 @@ here, so a tile runs exactly the denoiser the whole image would.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Hashable
 
 import torch
 
 from .denoiser import image_denoise, posterior_mean
-from .fast import choose_backend, make_fast_denoise
+from .fast import FastLevel, build_fast_level, choose_backend, make_fast_denoise
 from .levels import patch_count
 from .patch_index import PatchIndex
 from .sampling import Denoise
 from .schedules import signal_scale
 from .settings import DenoiserSettings
 
-__all__ = ["level_backend", "make_denoise", "level_denoiser", "index_entries"]
+__all__ = ["level_backend", "make_denoise", "level_denoiser", "index_entries", "LevelCache",
+           "level_key"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ def index_entries(backend: str, settings: DenoiserSettings, *, channels: int,
 
 
 def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str,
-                 settings: DenoiserSettings) -> Denoise:
+                 settings: DenoiserSettings, fast_level: FastLevel | None = None) -> Denoise:
     """The image denoiser ``denoise(x, s)`` of one level over a built patch index.
 
     Parameters
@@ -67,6 +72,9 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
         The level's backend (already chosen: never ``auto``).
     settings : DenoiserSettings
         Precision and memory budget; the fast backend's knobs.
+    fast_level : FastLevel, optional
+        The fast backend's per-level precomputation of ``index`` (built from ``index``
+        and ``settings`` when not given; ``LevelCache`` keeps it between outputs).
 
     Returns
     -------
@@ -76,7 +84,8 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
         ``generator.sample_level`` calls.
     """
     if backend == "fast":
-        return make_fast_denoise(index, patch_size=patch_size, rho=rho, params=settings)
+        return make_fast_denoise(index, patch_size=patch_size, rho=rho, params=settings,
+                                 level=fast_level)
     budget, dtype = settings.memory_budget_mb, settings.dtype
 
     def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
@@ -91,8 +100,108 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
     return denoise
 
 
+def level_key(ref_level: torch.Tensor, backend: str, *, patch_size: int,
+              settings: DenoiserSettings) -> tuple:
+    """Everything that shapes a level's built index (and fast precomputation).
+
+    The level's pixels themselves (a hash of its bytes, shape, dtype and device: not a
+    reference name and level number, because the same level number is a different image
+    when two outputs of one reference have different level counts), the backend, the patch
+    size, the index's entry budget and prune tolerance, and for the fast backend the PCA
+    dimensions, dictionary size, search dtype and memory budget of its precomputation.
+    What a denoiser does with a built index (``rho``, the fast backend's per-call knobs,
+    the run's seed) is not in the key: the denoiser is made fresh around the cached parts.
+    """
+    t = ref_level.detach().contiguous()
+    digest = hashlib.blake2b(t.cpu().reshape(-1).view(torch.uint8).numpy().tobytes(), digest_size=20).hexdigest()
+    c = int(t.shape[0])
+    fast = (settings.pca_dims, settings.dictionary_size, settings.dtype,
+            settings.memory_budget_mb) if backend == "fast" else None
+    return (digest, tuple(t.shape), str(t.dtype), str(t.device), backend, patch_size,
+            index_entries(backend, settings, channels=c, patch_size=patch_size),
+            settings.prune_tolerance, fast)
+
+
+class LevelCache:
+    """Built level indexes (and the fast backend's precomputation) of one process, so
+    outputs that share a reference level and the settings that shape its index build it
+    once (a batch's items of one reference with different seeds, sizes or presets).
+
+    Least recently used entries are dropped beyond ``max_bytes`` (an entry larger than
+    ``max_bytes`` is built and used but not kept). Every read and write of the map holds
+    ``self.lock``; a value is built under its key's own lock, so two threads never build
+    the same level twice and different levels build in parallel. Values are read-only:
+    ``level_denoiser`` wraps a fresh denoiser around them for each output.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Bound on the kept tensors' bytes (``PatchIndex.nbytes`` plus the fast level's).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.lock = threading.Lock()
+        self._values: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._building: dict[Hashable, threading.Lock] = {}
+        self._bytes = 0
+        self.builds = 0
+        self.hits = 0
+
+    @property
+    def nbytes(self) -> int:
+        with self.lock:
+            return self._bytes
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self._values)
+
+    def get(self, key: Hashable, build: Callable[[], Any], size: Callable[[Any], int]) -> Any:
+        """The value of ``key``; ``build()`` makes it on a miss, ``size(value)`` its bytes."""
+        with self.lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                self.hits += 1
+                return self._values[key][0]
+            key_lock = self._building.setdefault(key, threading.Lock())
+        with key_lock:
+            with self.lock:
+                if key in self._values:
+                    self._values.move_to_end(key)
+                    self.hits += 1
+                    return self._values[key][0]
+            value = build()
+            nbytes = int(size(value))
+            with self.lock:
+                self.builds += 1
+                self._building.pop(key, None)
+                if nbytes <= self.max_bytes:
+                    self._values[key] = (value, nbytes)
+                    self._bytes += nbytes
+                    while self._bytes > self.max_bytes:
+                        _, (_, n) = self._values.popitem(last=False)
+                        self._bytes -= n
+        return value
+
+    def clear(self) -> None:
+        """Drop every kept value and zero the counters (tests)."""
+        with self.lock:
+            self._values.clear()
+            self._bytes = 0
+            self.builds = self.hits = 0
+
+
+def _fast_level_bytes(fl: FastLevel | None) -> int:
+    if fl is None:
+        return 0
+    extra = sum(t.element_size() * t.numel()
+                for t in (fl.mean, fl.basis, fl.proj, fl.proj_sq, fl.dict_ids))
+    return extra + (0 if fl.dictionary is fl.index else fl.dictionary.nbytes)
+
+
 def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rho: float,
-                   settings: DenoiserSettings) -> Denoise:
+                   settings: DenoiserSettings, cache: LevelCache | None = None) -> Denoise:
     """The image denoiser of one level, from the reference pyramid's level.
 
     Parameters
@@ -104,13 +213,33 @@ def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rh
     patch_size, rho
         The sampler's P and fold window std.
     settings : DenoiserSettings
+    cache : LevelCache, optional
+        Where built indexes (and fast precomputations) are kept and looked up by
+        ``level_key``; the denoiser is always made fresh around them, so the result is
+        the same with or without a cache.
     """
-    c = ref_level.shape[0]
-    index = PatchIndex.from_image(
-        ref_level, patch_size,
-        max_entries=index_entries(backend, settings, channels=c, patch_size=patch_size),
-        prune_tolerance=settings.prune_tolerance)
-    log.debug("level index: %d entries of %s reference patches (%s backend)", index.size,
-              f"{patch_count(tuple(ref_level.shape[1:]), patch_size):,}", backend)
+    def build() -> tuple[PatchIndex, FastLevel | None]:
+        c = ref_level.shape[0]
+        index = PatchIndex.from_image(
+            ref_level, patch_size,
+            max_entries=index_entries(backend, settings, channels=c, patch_size=patch_size),
+            prune_tolerance=settings.prune_tolerance)
+        log.debug("level index: %d entries of %s reference patches (%s backend)",
+                  index.size,
+                  f"{patch_count(tuple(ref_level.shape[1:]), patch_size):,}", backend)
+        fast = None
+        if backend == "fast":
+            fast = build_fast_level(index, pca_dims=settings.pca_dims,
+                                    dictionary_size=settings.dictionary_size,
+                                    dtype=settings.dtype,
+                                    memory_budget_mb=settings.memory_budget_mb)
+        return index, fast
+
+    if cache is None:
+        index, fast = build()
+    else:
+        index, fast = cache.get(
+            level_key(ref_level, backend, patch_size=patch_size, settings=settings), build,
+            lambda v: v[0].nbytes + _fast_level_bytes(v[1]))
     return make_denoise(index, patch_size=patch_size, rho=rho, backend=backend,
-                        settings=settings)
+                        settings=settings, fast_level=fast)

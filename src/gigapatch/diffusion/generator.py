@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .backends import level_denoiser
+from .backends import LevelCache, level_denoiser
 from .levels import Level
 from .noise import INIT_STEP, gaussian_noise
 from .pyramid import BLUR_RADIUS, UP_RADIUS, gaussian_pyramid, up2
@@ -196,7 +196,8 @@ def resize_level(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int, rho: float,
                   sigmas: torch.Tensor, eta: float, settings: DenoiserSettings, seed: int,
                   wrap: Wrap = NO_WRAP, mirror: Wrap = NO_WRAP,
-                  progress: Callable[[Level, int], None] | None = None) -> list[torch.Tensor]:
+                  progress: Callable[[Level, int], None] | None = None,
+                  cache: LevelCache | None = None) -> list[torch.Tensor]:
     """Sample every level of one whole output, coarsest first (what ``generate`` runs).
 
     Parameters
@@ -221,6 +222,9 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
     progress : callable, optional
         ``progress(level, n)`` after ``n`` more steps of ``level`` are done (each denoiser
         call; all T at once for a resized level).
+    cache : LevelCache, optional
+        Built level indexes shared with other outputs of this process
+        (``backends.LevelCache``; the result is the same with or without).
 
     Returns
     -------
@@ -242,7 +246,7 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
             continue
         box = (0, 0, h, w)
         denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
-                                 rho=rho, settings=settings)
+                                 rho=rho, settings=settings, cache=cache)
         if wrap:
             denoise = PeriodicDenoiser(denoise, patch_size, wrap)
         if mirror:

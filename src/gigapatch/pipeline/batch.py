@@ -33,14 +33,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..diffusion.backends import LevelCache
 from ..errors import GigapatchError
 from .manifest import BatchJob
 
 __all__ = ["run_batch", "BatchResult", "JobResult", "done_record_path", "is_done",
-           "default_batch_dir", "run_job"]
+           "default_batch_dir", "run_job", "LEVELS"]
 
 #: references kept decoded per worker process (items that share a reference read it once)
 REFERENCE_CACHE_SIZE = 8
+#: bytes of built level indexes kept per worker process (items that share a reference
+#: level and the settings that shape its index build it once; least recently used dropped)
+LEVEL_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -151,7 +155,9 @@ class _ReferenceCache:
         return arr
 
 
-_REFERENCES = _ReferenceCache(REFERENCE_CACHE_SIZE)  # one per process, by design
+# one of each per process, by design; both lock every access to their maps
+_REFERENCES = _ReferenceCache(REFERENCE_CACHE_SIZE)
+LEVELS = LevelCache(LEVEL_CACHE_BYTES)
 
 
 def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
@@ -169,7 +175,7 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
     cfg = job.config
     ref = _REFERENCES.get(job.reference, job.ref_digest, cfg.output.max_input_pixels)
     image = to_unit(sample_levels(ref, job.out_hw, cfg, seed=job.seed,
-                                  device=resolve_device(device))[-1])
+                                  device=resolve_device(device), cache=LEVELS)[-1])
     write_image(job.output, image, bit_depth=cfg.output.bits(), dpi=cfg.output.dpi)
     seconds = time.perf_counter() - t0
     _write_done(batch_dir, job, seconds)

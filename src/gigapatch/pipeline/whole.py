@@ -16,6 +16,7 @@ import torch
 
 from ..config import Config
 from ..diffusion import generator
+from ..diffusion.backends import LevelCache
 from ..diffusion.model_space import to_model
 from ..diffusion.schedules import flow_linear
 from ..diffusion.torus import Wrap, periodic_size
@@ -29,7 +30,8 @@ log = logging.getLogger(__package__)
 
 def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, seed: int = 0,
                   device: torch.device = torch.device("cpu"), progress: bool = False,
-                  backends: Sequence[str] | None = None) -> list[torch.Tensor]:
+                  backends: Sequence[str] | None = None,
+                  cache: LevelCache | None = None) -> list[torch.Tensor]:
     """Sample every pyramid level of one output, coarsest first (what ``generate`` runs).
 
     Parameters
@@ -45,6 +47,9 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
     backends : sequence of str, optional
         One backend per level (exact | fused | fast) overriding the config's choice
         (benchmarks and fidelity checks).
+    cache : LevelCache, optional
+        Built level indexes kept between outputs of this process (batch workers); the
+        output is the same with or without.
 
     Returns
     -------
@@ -82,7 +87,8 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
         return generator.sample_levels(
             to_model(ref, device), levels, patch_size=sc.patch_size, rho=sc.rho,
             sigmas=flow_linear(sc.steps, sc.s_min), eta=sc.eta, settings=settings, seed=seed,
-            wrap=wrap, mirror=mirror, progress=step if bar is not None else None)
+            wrap=wrap, mirror=mirror, progress=step if bar is not None else None,
+            cache=cache)
     finally:
         if bar is not None:
             bar.close()
