@@ -38,7 +38,7 @@ from ..errors import GigapatchError
 from .manifest import BatchJob
 
 __all__ = ["run_batch", "BatchResult", "JobResult", "done_record_path", "is_done",
-           "default_batch_dir", "run_job", "LEVELS"]
+           "default_batch_dir", "run_job", "worker_device", "LEVELS"]
 
 #: references kept decoded per worker process (items that share a reference read it once)
 REFERENCE_CACHE_SIZE = 8
@@ -182,10 +182,23 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
     return {"seconds": seconds, "pixels": job.pixels, "pid": os.getpid()}
 
 
+def worker_device(device: str) -> str:
+    """Task body: ``device`` (auto | cpu | cuda[:N]) resolved on the worker that runs it.
+
+    A batch's tiled items ask a worker of the cluster (a GPU worker when the workers
+    declare GPUs) rather than the driver, which may be a login node without a GPU."""
+    from ..device import resolve_device
+
+    return str(resolve_device(device, option="--device"))
+
+
 def _run_tiled_job(job: BatchJob, device: str, batch_dir: str, address: str | None,
                    progress: bool) -> dict[str, Any]:
-    """A large job through the tiled pipeline, its tiles on the cluster at ``address``."""
-    from ..device import resolve_device
+    """A large job through the tiled pipeline, its tiles on the cluster at ``address``.
+
+    ``device`` is already resolved on a worker (:func:`worker_device`): the plan (the
+    ``auto`` backend per level) and the tile tasks use the workers' device, not the
+    driver's."""
     from .outmeta import resolve_output_metadata
     from .run import TiledOptions, run_tiled
 
@@ -193,7 +206,7 @@ def _run_tiled_job(job: BatchJob, device: str, batch_dir: str, address: str | No
     ref = _REFERENCES.get(job.reference, job.ref_digest, job.config.output.max_input_pixels)
     run_dir = Path(batch_dir) / "runs" / f"item{job.item:04d}-seed{job.seed}-{job.key[:8]}"
     run_tiled(ref, job.out_hw, job.output, seed=job.seed, config=job.config,
-              device=resolve_device(device),
+              device=device,
               options=TiledOptions(run_dir=run_dir, tiled=True, cluster=address),
               progress=progress,
               metadata=resolve_output_metadata(job.reference, job.config, job.out_hw,
@@ -230,7 +243,8 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
     batch_dir : path
         Done records, summaries, tiled run stores (``default_batch_dir(manifest)``).
     device : {"auto", "cpu", "cuda"}
-        Resolved on each worker (``auto``: its GPU if it has one).
+        Resolved on each worker (``auto``: its GPU if it has one); for the tiled items, on
+        one worker (a GPU worker when there are), never on this driver process.
     gpu_resources : bool, optional
         Submit every task with ``resources={"GPU": 1}`` (one task per GPU worker at a
         time). Default: when a connected worker declares a ``GPU`` resource.
@@ -292,10 +306,17 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
     # the tiled items: their own graphs on the same cluster, one after another, in a thread
     def large_loop() -> None:
         address = client.scheduler.address
+        try:  # the workers' device, not this (driver) process's
+            dev = client.submit(worker_device, device, resources=resources,
+                                pure=False).result()
+        except Exception as exc:  # noqa: BLE001 - every tiled item fails with it
+            for i in todo_large:
+                finish(i, "failed", 0.0, _error_text(exc))
+            return
         for i in todo_large:
             t0 = time.perf_counter()
             try:
-                r = _run_tiled_job(jobs[i], device, str(bdir), address, progress)
+                r = _run_tiled_job(jobs[i], dev, str(bdir), address, progress)
                 finish(i, "done", r["seconds"])
             except Exception as exc:  # noqa: BLE001 - reported per item
                 finish(i, "failed", time.perf_counter() - t0, _error_text(exc))
