@@ -16,6 +16,15 @@ def test_reduce2_box_odd_edges():
     assert r[0, 1, 2] == a[0, 2, 4]  # corner pixel averaged with itself
 
 
+def test_reduce2_box_written_out():
+    # means 1.5, 2.5, 0.25 and 254.75: half to even (2, 2), and a quarter is no half
+    # (kills floor, ceil, round-half-up and truncation in the 2x reduction)
+    a = np.array([[[1, 2, 2, 3, 0, 0, 255, 255],
+                   [1, 2, 2, 3, 0, 1, 254, 255]]], dtype=np.uint8)
+    expected = np.array([[[2, 2, 0, 255]]], dtype=np.uint8)
+    assert np.array_equal(reduce2_box(a), expected)
+
+
 def _store(path, hw, key, c=1):
     # two levels: level 0 (hw, stored float32, tiled in 64 px chunks) and level 1, the
     # finest, which is stored only quantised as output/0

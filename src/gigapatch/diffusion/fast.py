@@ -124,7 +124,7 @@ def choose_backend(n_queries: int, n_entries: int, dim: int, device: torch.devic
     ``flops_limit`` (default 2 GFLOP on CPU, 2 TFLOP on CUDA), else fast.
 
     Not ``fused`` on CUDA: its fp32 attention kernel drifted from the exact float32 result
-    at low noise on an H200 (tests/test_diffusion.py), and for levels this small the
+    at low noise on an H200 (tests/diffusion/test_posterior.py), and for levels this small the
     chunked GEMM costs no more."""
     dev = torch.device(device)
     if flops_limit is None:
