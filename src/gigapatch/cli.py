@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_options(i)
     _add_config_options(i)
     _add_verbose_option(i)
+    i.add_argument("--tiled", action="store_true", default=None,
+                   help="show the tiling of the tiled pipeline for any size")
+    i.add_argument("--tile", type=_tile_side, metavar="N",
+                   help="tile core side to show (default tiling.tile)")
     i.set_defaults(func=_cmd_info)
 
     add_eval_parser(sub)
@@ -615,22 +619,37 @@ def _cmd_info(args: argparse.Namespace) -> int:
     total = sum(e.gflop for e in costs)
     print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
           f"per sample")
-    for line in _tiled_disk_lines(cfg, ref_hw, out_hw, info.channels, device):
+    for line in _tiled_disk_lines(cfg, ref_hw, out_hw, info.channels, device,
+                                  tile=args.tile, tiled=args.tiled):
         print(line)
     return 0
 
 
-def _tiled_disk_lines(cfg, ref_hw, out_hw, channels: int, device) -> list[str]:
-    """``info``'s lines on a tiled run: disk (run store, output) and the tile advice."""
+def _tiled_disk_lines(cfg, ref_hw, out_hw, channels: int, device, *, tile: int | None = None,
+                      tiled: bool | None = None) -> list[str]:
+    """``info``'s lines on a tiled run: the tile and its halo cost per level (when the
+    output is tiled), disk (run store, output) and the tile advice."""
     from .info import format_bytes
-    from .pipeline.plan import disk_estimate, make_plan, tile_advice
+    from .pipeline.plan import disk_estimate, is_tiled, make_plan, tile_advice
 
-    plan = make_plan(ref_hw, out_hw, channels, cfg, seed=0, ref_digest="", device=device)
+    plan = make_plan(ref_hw, out_hw, channels, cfg, seed=0, ref_digest="", tile=tile,
+                     tiled=tiled, device=device)
+    lines = []
+    if is_tiled(out_hw, cfg.tiling, tiled or bool(tile)):
+        grids = [g for lv, g in zip(plan.levels, plan.grids) if lv.mode == "tiled"]
+        comp = sum(g.computed_pixels() for g in grids)
+        pix = sum(g.height * g.width for g in grids)
+        how = " (auto)" if not tile and cfg.tiling.tile == "auto" else ""
+        lines.append(f"tiled pipeline: tile {plan.tile}{how}; halo cost per level "
+                     f"(computed / output pixels):")
+        lines += ["  " + line for line in plan.table()]
+        lines.append(f"computed / output pixels over the tiled levels: "
+                     f"{comp / max(pix, 1):.3f}")
     scratch, out = disk_estimate(plan)
     px = out_hw[0] * out_hw[1]
-    lines = [f"disk (tiled run, tile {plan.tile}, upper bounds): run store ~"
-             f"{format_bytes(scratch)} ({scratch / px:.1f} bytes per output pixel), output "
-             f"pyramid ~{format_bytes(out)}"]
+    lines.append(f"disk (tiled run, tile {plan.tile}, upper bounds): run store ~"
+                 f"{format_bytes(scratch)} ({scratch / px:.1f} bytes per output pixel), "
+                 f"output pyramid ~{format_bytes(out)}")
     advice = tile_advice(plan)
     if advice:
         lines.append(f"warning: {advice}")

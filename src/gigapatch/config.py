@@ -162,13 +162,16 @@ class TilingConfig:
     """When and how the fine levels are split into tiles."""
 
     mode: Literal["auto", "never", "always"] = "auto"
-    tile: int = 1024
+    tile: int | Literal["auto"] = "auto"
+    max_overhead: float = 1.2
     global_max_pixels: int = 4_194_304
     keep_run: bool = False
 
     def validate(self) -> None:
-        _check(self.tile >= 64 and self.tile % 64 == 0, "tiling.tile", self.tile,
-               "a multiple of 64, >= 64")
+        _check(self.tile == "auto" or (self.tile >= 64 and self.tile % 64 == 0),
+               "tiling.tile", self.tile, "auto or a multiple of 64, >= 64")
+        _check(self.max_overhead > 1.0, "tiling.max_overhead", self.max_overhead,
+               "a number > 1 (e.g. 1.2)")
         _check(self.global_max_pixels >= 1, "tiling.global_max_pixels",
                self.global_max_pixels, "an integer >= 1")
 

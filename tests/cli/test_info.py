@@ -27,3 +27,16 @@ def test_info_example_image(capsys):
 def test_version(capsys):
     code, stdout, _ = _run(capsys, ["--version"])
     assert code == 0 and stdout.startswith("gigapatch ")
+
+
+def test_info_shows_halo_cost_per_level_and_warns_on_small_tiles(capsys, ref24):
+    # CHEAP: P=5, T=3 -> halo 12 + 2*10 = 32 on blended levels
+    code, out, err = _run(capsys, ["info", ref24, "--size", "3000x3000", "--tiled", *CHEAP])
+    assert code == 0, err
+    assert "tile 1024 (auto)" in out  # (1 + 64/1024)^2 = 1.13 <= 1.2; 512 would be 1.27
+    assert "halo   32" in out and "computed/output" in out and "warning" not in out
+    code, out, err = _run(capsys, ["info", ref24, "--size", "3000x3000", "--tile", "64",
+                                   *CHEAP])
+    assert code == 0, err
+    assert "tile 64;" in out and "tiles  2209" in out  # ceil(3000/64)^2 = 47^2
+    assert "warning: tile 64 is under 4x the halo (32 px)" in out

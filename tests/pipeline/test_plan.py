@@ -144,3 +144,42 @@ def test_process_cache_builds_each_key_once():
     assert len(builds) == 1 and len({id(v) for v in got}) == 1
     cache.clear()
     assert cache.get("k", build) is not got[0] and len(builds) == 2
+def _default_plan(out_hw, tile=None, overrides=()):
+    from gigapatch.config import load_config
+    from gigapatch.pipeline.plan import make_plan
+
+    cfg = load_config("default", list(overrides))
+    return make_plan((3086, 4320), out_hw, 3, cfg, seed=0, ref_digest="x", tile=tile)
+
+
+@pytest.mark.parametrize("side", [4096, 8192, 16384, 40000])
+def test_default_preset_default_tile_halo_cost_at_most_1_2(side):
+    """Issue 12 item 1: computed / output pixels <= 1.2 over the tiled levels at the
+    default preset and default tile (the 1024 tile of before: 1.79-2.1x). Exact arithmetic
+    from the plan's grids (TileGrid.computed_pixels sums the clipped windows)."""
+    plan = _default_plan((side, side))
+    tiled = [(lv, g) for lv, g in zip(plan.levels, plan.grids) if lv.mode == "tiled"]
+    assert tiled and all(lv.halo == 230 for lv, _ in tiled)
+    comp = sum(g.computed_pixels() for _, g in tiled)
+    pix = sum(lv.out_hw[0] * lv.out_hw[1] for lv, _ in tiled)
+    assert comp / pix <= 1.2 and all(g.overhead() <= 1.2 for _, g in tiled)
+    assert plan.tile == 5120
+    # negative control: the old fixed 1024 tile is over the floor (the test can fail)
+    old = _default_plan((side, side), tile=1024)
+    assert max(g.overhead() for lv, g in zip(old.levels, old.grids)
+               if lv.mode == "tiled") > 1.7
+
+
+def test_auto_tile_gets_no_small_tile_advice():
+    from gigapatch.pipeline.plan import tile_advice
+
+    assert tile_advice(_default_plan((8192, 8192))) is None
+    assert "230" in tile_advice(_default_plan((8192, 8192), tile=896))
+
+
+def test_fixed_tile_still_honoured_and_checked():
+    from gigapatch.errors import GigapatchError
+
+    assert _default_plan((8192, 8192), overrides=["tiling.tile=2048"]).tile == 2048
+    with pytest.raises(GigapatchError, match="multiple of 64"):
+        _default_plan((8192, 8192), tile=1000)

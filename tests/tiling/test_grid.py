@@ -68,3 +68,40 @@ def test_overhead_of_a_huge_grid_is_cheap():
     g = grid_for_level(10**6, 10**6, tile=1024, halo=230)
     assert len(g) == 977**2
     assert 2.0 < g.overhead() < ((1024 + 460) / 1024) ** 2
+
+
+@pytest.mark.parametrize("halo", [12, 32, 80, 230])
+@pytest.mark.parametrize("max_overhead", [1.1, 1.2, 1.5])
+def test_auto_tile_is_the_smallest_tile_within_the_overhead_bound(halo, max_overhead):
+    # kills: auto_tile rounding down (bound exceeded) or returning a larger multiple than
+    # needed (a step of 512 less would still do)
+    from gigapatch.tiling import auto_tile, worst_overhead
+
+    t = auto_tile(halo, max_overhead=max_overhead)
+    assert t % 512 == 0 and worst_overhead(t, halo) <= max_overhead
+    assert t == 512 or worst_overhead(t - 512, halo) > max_overhead
+
+
+def test_default_preset_auto_tile_is_5120():
+    from gigapatch.tiling import auto_tile
+
+    # T(P-1) + (T-1)*blur = 10*14 + 9*10 = 230 px: (1 + 460/t)^2 <= 1.2 needs t >= 4821
+    assert auto_tile(230, max_overhead=1.2) == 5120
+
+
+@pytest.mark.parametrize("tile,halo", [(512, 230), (1024, 230), (5120, 230), (64, 32)])
+def test_worst_overhead_bounds_every_level_size(tile, halo):
+    # the oracle is TileGrid.overhead (sum of the clipped windows); kills a bound that
+    # forgets the clipping (4 * halo per core) or counts one halo per side only
+    from gigapatch.tiling import worst_overhead
+
+    rng = np.random.default_rng(0)
+    sizes = [tile + 2, 2 * tile + 2, 3 * tile - 2] + list(rng.integers(tile, 6 * tile, 6))
+    worst = 0.0
+    for h in sizes:
+        for w in sizes[:4]:
+            g = TileGrid(int(h), int(w), tile, halo)
+            worst = max(worst, g.overhead())
+            assert g.overhead() <= worst_overhead(tile, halo) + 1e-12
+    # and the bound is tight: nearly reached by a level just over k cores per axis
+    assert worst >= 1 + 0.5 * (worst_overhead(tile, halo) - 1)

@@ -35,12 +35,12 @@ from ..diffusion.patch_index import patch_set_bytes
 from ..diffusion.settings import CONFIG_FIELDS, DenoiserSettings
 from ..diffusion.torus import Wrap, periodic_size
 from ..errors import GigapatchError
-from ..tiling import TileGrid, grid_for_level
+from ..tiling import TileGrid, auto_tile, grid_for_level
 
 __all__ = ["RunPlan", "make_plan", "plan_levels", "output_size", "is_tiled",
            "denoiser_settings",
            "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE",
-           "tile_advice", "disk_estimate"]
+           "tile_advice", "disk_estimate", "resolve_tile"]
 
 log = logging.getLogger(__package__)
 
@@ -238,28 +238,41 @@ class RunPlan:
         return lines
 
 
+def resolve_tile(tile: int | str, halos: list[int], *, max_overhead: float) -> int:
+    """The tile core side of a run: ``tile`` itself, or for ``"auto"`` the smallest
+    multiple of 512 whose halo cost stays within ``max_overhead`` at the largest halo of the
+    tiled levels (``tiling.auto_tile``; 5120 at the default preset's 230 px halo).
+    1024 when no level is tiled (the chunk side of the store's global levels)."""
+    if tile == "auto":
+        return auto_tile(max(halos), max_overhead=max_overhead) if halos else 1024
+    tile = int(tile)
+    if tile < MIN_TILE or tile % MIN_TILE:
+        near = max(MIN_TILE, round(tile / MIN_TILE) * MIN_TILE)
+        raise GigapatchError(f"tile={tile}: the tile side must be a multiple of {MIN_TILE} "
+                             f"(>= {MIN_TILE}), e.g. {near}")
+    return tile
+
+
 def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, config: Config,
               *, seed: int, ref_digest: str, tile: int | None = None,
               tiled: bool | None = None, device: Any = "cpu") -> RunPlan:
     """Plan a tiled run: :func:`plan_levels`, then a tile grid per level.
 
     A global level is one task (a single-tile grid); a tiled one is cut into tiles of
-    ``tile`` (default ``tiling.tile``) with its halo; retarget's coarsest level is the
-    resized reference (one task).
+    ``tile`` (default ``tiling.tile``; ``auto``: :func:`resolve_tile`) with its halo;
+    retarget's coarsest level is the resized reference (one task).
 
     ``run_key`` hashes what changes the stored data (sampler and denoiser config, seed,
     sizes, reference digest, tile and level layout, output bit depth): a run store made with
     another key is refused.
     """
-    tile = int(tile or config.tiling.tile)
-    if tile < MIN_TILE or tile % MIN_TILE:
-        near = max(MIN_TILE, round(tile / MIN_TILE) * MIN_TILE)
-        raise GigapatchError(f"tile={tile}: the tile side must be a multiple of {MIN_TILE} "
-                             f"(>= {MIN_TILE}), e.g. {near}")
     settings = denoiser_settings(config)
     levels = plan_levels(ref_hw, out_hw, channels, config, device=device, tiled=tiled,
                          settings=settings)
     log_levels(levels, config)
+    tile = resolve_tile(tile or config.tiling.tile,
+                        [lv.halo for lv in levels if lv.mode == "tiled"],
+                        max_overhead=config.tiling.max_overhead)
     tl = config.sampler.tileable  # wrapped axes: edge tiles take their halo from the other side
     grids = tuple(grid_for_level(*lv.out_hw, tile=tile, halo=lv.halo,
                                  whole=lv.mode != "tiled", wrap=("y" in tl, "x" in tl))

@@ -6,8 +6,8 @@ the sampler's reach, computed by the diffusion package
 and passed in here as a number; diffusion takes windows as plain ``Box.as_tuple()``.
 """
 
-from .grid import (Box, Tile, TileGrid, chunk_span, chunks_under, grid_for_level,
-                   wrap_pieces, wrap_runs)
+from .grid import (Box, Tile, TileGrid, auto_tile, chunk_span, chunks_under, grid_for_level,
+                   worst_overhead, wrap_pieces, wrap_runs)
 
-__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level",
-           "wrap_pieces", "wrap_runs"]
+__all__ = ["Box", "Tile", "TileGrid", "auto_tile", "chunk_span", "chunks_under",
+           "grid_for_level", "worst_overhead", "wrap_pieces", "wrap_runs"]

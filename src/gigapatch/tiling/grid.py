@@ -13,13 +13,14 @@ window origin is even, as the exact 2x pyramid filters require.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Box", "Tile", "TileGrid", "chunk_span", "chunks_under", "grid_for_level",
-           "wrap_pieces", "wrap_runs"]
+__all__ = ["Box", "Tile", "TileGrid", "auto_tile", "chunk_span", "chunks_under",
+           "grid_for_level", "worst_overhead", "wrap_pieces", "wrap_runs"]
 
 
 @dataclass(frozen=True, order=True)
@@ -267,3 +268,44 @@ def grid_for_level(height: int, width: int, *, tile: int, halo: int,
 
 def _even_ceil(n: int) -> int:
     return n + (n % 2) if n > 1 else 2
+
+
+def worst_overhead(tile: int, halo: int) -> float:
+    """The largest computed/output pixel ratio a grid of ``tile`` cores and ``halo`` can have.
+
+    Along one axis a level of any length L cut into k cores computes L + 2 * halo * (k - 1)
+    pixels (windows are clipped to the level, so only the k - 1 inner borders cost), and
+    k - 1 <= (L - 1) // tile, so the ratio is below ``1 + 2 * halo / tile``; the 2-D ratio
+    is the product of the two axes'. :meth:`TileGrid.overhead` gives the exact figure of
+    one level; this is its bound over every level size.
+    """
+    return (1.0 + 2.0 * halo / tile) ** 2
+
+
+def auto_tile(halo: int, *, max_overhead: float, multiple: int = 512) -> int:
+    """The smallest tile core side, a multiple of ``multiple``, whose
+    :func:`worst_overhead` with ``halo`` is at most ``max_overhead``.
+
+    Parameters
+    ----------
+    halo : int
+        The largest halo of the tiled levels (pixels per side).
+    max_overhead : float
+        Target computed/output pixel ratio (> 1).
+    multiple : int
+        Tile sides are multiples of this (512: every TIFF tile size divides the core, so an
+        output band is one tile row).
+
+    Returns
+    -------
+    int
+    """
+    if max_overhead <= 1.0:
+        raise ValueError(f"max_overhead {max_overhead} must be > 1")
+    if halo <= 0:
+        return multiple
+    t = 2.0 * halo / (math.sqrt(max_overhead) - 1.0)
+    tile = max(multiple, math.ceil(t / multiple) * multiple)
+    while worst_overhead(tile, halo) > max_overhead:  # float rounding at the boundary
+        tile += multiple
+    return tile
