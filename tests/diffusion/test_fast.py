@@ -124,3 +124,19 @@ def test_fast_cuda_matches_cpu():
                        sigmas=flow_linear(6), eta=0.0, device="cuda").cpu()
     # same candidates up to float ties; the result agrees to float tolerance
     assert torch.allclose(cpu, gpu, atol=1e-3), (cpu - gpu).abs().max()
+
+
+def test_reduced_space_built_in_row_blocks_equals_the_whole_projection(monkeypatch):
+    # kills a block loop that skips or shifts rows of proj (the centred (N, D) copy is
+    # never made at once since issue 12; one block per ~CHUNK_BYTES of patches)
+    from gigapatch.diffusion import fast as fast_mod
+    from gigapatch.diffusion.patch_index import PatchIndex
+
+    img = torch.rand(3, 30, 27, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    index = PatchIndex.from_image(img, 5)
+    monkeypatch.setattr(fast_mod, "CHUNK_BYTES", 75 * 4 * 7)  # blocks of 7 rows
+    lv = fast_mod.build_fast_level(index, pca_dims=8, dictionary_size=64)
+    want = (index.patches - lv.mean) @ lv.basis
+    assert lv.proj.shape == want.shape
+    torch.testing.assert_close(lv.proj.float(), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lv.proj_sq, (want * want).sum(1), atol=1e-4, rtol=1e-5)

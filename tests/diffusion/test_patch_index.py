@@ -59,3 +59,63 @@ def test_prune_tolerance_and_budget():
     assert sub.size <= 50
     assert sub.total_count == pytest.approx((28 - P + 1) * (32 - P + 1))
     assert int(sub.position_map.max()) < sub.size
+
+
+def _unique_prune_oracle(patches: torch.Tensor, log_counts: torch.Tensor):
+    """The pre-streaming prune: torch.unique over the rows, first occurrence kept."""
+    _, inverse, counts = torch.unique(patches, dim=0, return_inverse=True, return_counts=True)
+    n = patches.shape[0]
+    first = torch.full((counts.numel(),), n, dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(n), reduce="amin")
+    first, perm = torch.sort(first)
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(first.numel())
+    mult = torch.zeros(first.numel()).index_add_(0, rank[inverse], log_counts.exp())
+    return patches[first], mult, rank[inverse]
+
+
+def _blocky(seed: int) -> torch.Tensor:
+    # 3-channel image of 4x4 blocks of 3 grey values plus a -0.0 / 0.0 region: many exact
+    # duplicate patches at scattered positions
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 2, (1, 6, 7), generator=g).float().repeat_interleave(6, 1)
+    img = img.repeat_interleave(6, 2).repeat(3, 1, 1) - 0.5
+    img[:, :6, :6] = 0.0
+    img[:, :3, :6] = -0.0
+    return img
+
+
+@pytest.mark.parametrize("chunk", [None, 700])
+@pytest.mark.parametrize("g_budget", [None, 200])
+def test_streamed_index_build_equals_the_unblocked_oracle(monkeypatch, chunk, g_budget):
+    # kills: a wrong block boundary in gather_patches / _row_sq_norms (rows skipped or
+    # shifted), a hash that merges different rows or splits equal ones (-0.0 vs 0.0), and
+    # a prune that keeps another representative or order than torch.unique's first occurrence
+    from gigapatch.diffusion import patch_index as pi
+
+    if chunk is not None:
+        monkeypatch.setattr(pi, "CHUNK_BYTES", chunk)  # blocks of a few rows
+    img = _blocky(7)
+    idx = PatchIndex.from_image(img, P, max_entries=g_budget, merge_duplicates=False)
+    if g_budget is None:
+        assert torch.equal(idx.patches, extract_patches(img, P))
+    assert torch.equal(idx.sq_norms, (idx.patches * idx.patches).sum(1))
+    pruned = idx.prune()
+    want, mult, new_of_old = _unique_prune_oracle(idx.patches, idx.log_counts)
+    assert pruned.size < idx.size / 3  # really merged
+    assert torch.equal(pruned.patches, want)
+    assert torch.equal(pruned.log_counts, torch.log(mult))
+    assert torch.equal(pruned.position_map, new_of_old[idx.position_map])
+
+
+def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch):
+    # all-ones multipliers: a row and its permutation share a hash. Kills a prune that
+    # trusts the hash without comparing the rows (it would merge [a, b] with [b, a]).
+    from gigapatch.diffusion import patch_index as pi
+
+    monkeypatch.setattr(pi, "_hash_coefficients", lambda d: torch.ones(d, dtype=torch.int64))
+    rows = torch.tensor([[0.25, 0.5], [0.5, 0.25], [0.25, 0.5], [0.0, 0.75]])
+    assert pi._duplicate_groups(rows) is None
+    pruned = PatchIndex.from_patches(rows, 1, 2).prune()
+    assert torch.equal(pruned.patches, rows[[0, 1, 3]])
+    assert torch.equal(pruned.log_counts.exp(), torch.tensor([2.0, 1.0, 1.0]))

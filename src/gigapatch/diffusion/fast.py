@@ -48,7 +48,7 @@ import torch
 from .denoiser import GEMM_DTYPES, fold_window, posterior_mean_exact
 from .noise import mix64, srl, stream_key
 from .numerics import blas_invariant
-from .patch_index import PatchIndex
+from .patch_index import CHUNK_BYTES, PatchIndex
 from .schedules import signal_scale
 from .settings import DenoiserSettings
 
@@ -207,7 +207,12 @@ def build_fast_level(index: PatchIndex, *, pca_dims: int = 32, dictionary_size: 
     n, d = index.patches.shape
     dims = min(pca_dims, d)
     mean, basis = _pca(index.patches, dims)
-    proj = (index.patches - mean) @ basis
+    # in row blocks: the centred (N, D) copy never exists at once (one block per GEMM; a
+    # level under CHUNK_BYTES of patches is one block, as before)
+    proj = torch.empty((n, basis.shape[1]), dtype=torch.float32, device=index.patches.device)
+    rows = max(1, CHUNK_BYTES // (d * 4))
+    for r0 in range(0, n, rows):
+        proj[r0:r0 + rows] = (index.patches[r0:r0 + rows] - mean) @ basis
     proj_sq = (proj * proj).sum(1)
     if dictionary_size >= n:
         dictionary = index

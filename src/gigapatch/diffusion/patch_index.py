@@ -26,9 +26,21 @@ def patch_set_bytes(height: int, width: int, channels: int, patch_size: int) -> 
     return max(0, height - p + 1) * max(0, width - p + 1) * channels * p * p * 4
 
 
+#: bytes of index temporaries per chunk when gathering or hashing patches: the index build's
+#: peak is the kept patches plus about this much, never a second copy of the patch set
+CHUNK_BYTES = 64 * 2**20
+
+
+def _chunk_rows(row_bytes: int) -> int:
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
+
+
 def gather_patches(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
                    patch_size: int) -> torch.Tensor:
     """The P x P patches with top-left corners (ys, xs), flattened like ``extract_patches``.
+
+    Gathered in row blocks of about ``CHUNK_BYTES`` straight into the result, so the peak
+    is the result plus one block (the values are plain copies: no arithmetic).
 
     Parameters
     ----------
@@ -41,11 +53,66 @@ def gather_patches(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor,
     """
     c, h, w = image.shape
     p = patch_size
+    m = ys.numel()
     o = torch.arange(p, device=image.device)
-    flat = ((ys[:, None, None] + o[None, :, None]) * w
-            + (xs[:, None, None] + o[None, None, :])).reshape(-1)  # (M * P * P)
-    vals = image.reshape(c, h * w)[:, flat].reshape(c, ys.numel(), p * p)
-    return vals.permute(1, 0, 2).reshape(ys.numel(), c * p * p).contiguous()
+    flat_img = image.reshape(c, h * w)
+    out = torch.empty((m, c * p * p), dtype=image.dtype, device=image.device)
+    rows = _chunk_rows(c * p * p * (image.element_size() * 2 + 8))
+    for r0 in range(0, m, rows):
+        yb, xb = ys[r0:r0 + rows], xs[r0:r0 + rows]
+        flat = ((yb[:, None, None] + o[None, :, None]) * w
+                + (xb[:, None, None] + o[None, None, :])).reshape(-1)  # (B * P * P)
+        vals = flat_img[:, flat].reshape(c, yb.numel(), p * p)
+        out[r0:r0 + rows] = vals.permute(1, 0, 2).reshape(yb.numel(), c * p * p)
+    return out
+
+
+def _row_sq_norms(patches: torch.Tensor) -> torch.Tensor:
+    """``(patches * patches).sum(1)`` in row blocks (each row's sum as the unblocked one)."""
+    n = patches.shape[0]
+    out = torch.empty(n, dtype=patches.dtype, device=patches.device)
+    rows = _chunk_rows(patches.shape[1] * patches.element_size())
+    for r0 in range(0, n, rows):
+        b = patches[r0:r0 + rows]
+        out[r0:r0 + rows] = (b * b).sum(1)
+    return out
+
+
+def _hash_coefficients(d: int) -> torch.Tensor:
+    """Fixed odd int64 multipliers of the row hash (seeded: the same on every run)."""
+    gen = torch.Generator().manual_seed(0x5EED)
+    return torch.randint(-2**62, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
+
+
+def _duplicate_groups(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Groups of bit-identical rows without sorting the whole (N, D) matrix.
+
+    Each row's bits (``-0.0`` read as ``0.0``, as ``torch.unique`` compares) are hashed to
+    one int64 in row blocks (wrapping integer arithmetic: deterministic); rows are grouped
+    by hash and every row is then compared with its group's first row, so the grouping is
+    exact. Returns ``(inverse, counts)`` with groups numbered in increasing hash order, or
+    ``None`` when two different rows share a hash (the caller falls back to
+    ``torch.unique``).
+    """
+    n, d = patches.shape
+    dev = patches.device
+    coef = _hash_coefficients(d).to(dev)
+    h = torch.empty(n, dtype=torch.int64, device=dev)
+    rows = _chunk_rows(d * 16)
+    for r0 in range(0, n, rows):
+        b = (patches[r0:r0 + rows] + 0.0).contiguous().view(torch.int32).to(torch.int64)
+        h[r0:r0 + rows] = (b * coef).sum(1)
+    _, inverse, counts = torch.unique(h, return_inverse=True, return_counts=True)
+    if counts.numel() == n:
+        return inverse, counts
+    first = torch.full((counts.numel(),), n, dtype=torch.long, device=dev)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=dev), reduce="amin")
+    dup = (counts > 1)[inverse].nonzero().flatten()
+    for r0 in range(0, dup.numel(), rows):
+        i = dup[r0:r0 + rows]
+        if not torch.equal(patches[i] + 0.0, patches[first[inverse[i]]] + 0.0):
+            return None
+    return inverse, counts
 
 
 def extract_patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -119,7 +186,7 @@ class PatchIndex:
                                      device=patches.device)
         else:
             log_counts = torch.log(counts.to(torch.float32).to(patches.device))
-        return cls(patches, log_counts, (patches * patches).sum(1), patch_size, channels,
+        return cls(patches, log_counts, _row_sq_norms(patches), patch_size, channels,
                    positions, position_map)
 
     @classmethod
@@ -139,7 +206,8 @@ class PatchIndex:
             Memory bound: when the level has more patch positions, keep the positions of a
             regular grid of step g = ceil(sqrt(positions / max_entries)), each standing for
             the g x g positions around it (multiplicity = their number). The full patch set
-            is never materialised.
+            is never materialised, and the build's temporaries are blocks of about
+            ``CHUNK_BYTES``: the peak is the kept patches plus one block.
         prune_tolerance : float
             > 0 also merges near-duplicates (see :meth:`prune`).
         """
@@ -153,9 +221,9 @@ class PatchIndex:
         if max_entries is not None and hp * wp > max_entries:
             g = math.ceil(math.sqrt(hp * wp / max_entries))
         if g == 1:
-            patches = extract_patches(image, p)
             ys = torch.arange(hp, device=dev).repeat_interleave(wp)
             xs = torch.arange(wp, device=dev).repeat(hp)
+            patches = gather_patches(image, ys, xs, p)  # = extract_patches, without its copy
             counts = None
             pos_map = torch.arange(hp * wp, device=dev).reshape(hp, wp)
         else:
@@ -192,7 +260,12 @@ class PatchIndex:
             ``self`` when nothing merges.
         """
         key = self.patches if tolerance <= 0 else torch.round(self.patches / (2 * tolerance))
-        _, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+        groups = _duplicate_groups(key)
+        if groups is None:  # a hash collision: sort the rows themselves
+            _, inverse, counts = torch.unique(key, dim=0, return_inverse=True,
+                                              return_counts=True)
+        else:
+            inverse, counts = groups
         n_new = counts.shape[0]
         if n_new == self.size:
             return self
