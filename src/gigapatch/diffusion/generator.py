@@ -245,6 +245,7 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
                 progress(lv, steps)
             continue
         box = (0, 0, h, w)
+        denoise = None  # drop the previous level's index before building this one
         denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
                                  rho=rho, settings=settings, cache=cache)
         if wrap:
