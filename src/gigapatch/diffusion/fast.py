@@ -178,7 +178,9 @@ def _nearest(q: torch.Tensor, keys: torch.Tensor, keys_sq: torch.Tensor, k: int,
     dist = torch.empty((m, k), dtype=torch.float32, device=q.device)
     for r0 in range(0, m, rows):
         qb = q[r0:r0 + rows]
-        d2 = keys_sq[None, :] - 2.0 * (qb.to(keys.dtype) @ keys.T).to(torch.float32)
+        # in place: one block-sized temporary instead of three; (-2g) + |k|^2 is bit for
+        # bit |k|^2 - 2g (scaling by 2 is exact, a - b is a + (-b))
+        d2 = (qb.to(keys.dtype) @ keys.T).to(torch.float32).mul_(-2.0).add_(keys_sq[None, :])
         v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
         ids[r0:r0 + rows] = i
         dist[r0:r0 + rows] = v
