@@ -4,7 +4,10 @@ Every small (item, seed) is one task that calls the whole-image sampler
 (``gigapatch.generate``) and writes its output atomically; items above the tiled
 threshold go through ``run_tiled`` on the same cluster (their tiles spread over its
 workers, resumable through their run stores). All small tasks are submitted at once
-(one graph); the large items run one after another beside them.
+(one ``client.map``); the tiled items' graphs are submitted from driver threads started
+before it, up to :data:`TILED_AT_ONCE` at a time, so the scheduler holds the small items
+and several tiled items' tiles together (not one graph, but no item waits for another to
+be submitted).
 
 Resume: a finished job leaves a *done record* ``BATCH_DIR/done/<hash of output>.json``
 holding the job's key (a hash of reference content, size, seed, image settings, output).
@@ -27,6 +30,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,6 +49,9 @@ REFERENCE_CACHE_SIZE = 8
 #: bytes of built level indexes kept per worker process (items that share a reference
 #: level and the settings that shape its index build it once; least recently used dropped)
 LEVEL_CACHE_BYTES = 1 << 30
+#: tiled items whose tile graphs are on the scheduler at the same time (each has its own
+#: driver thread, run store and client; their tiles share the workers with the small items)
+TILED_AT_ONCE = 4
 
 
 @dataclass
@@ -303,23 +310,29 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
         if on_finished is not None:
             on_finished(row)
 
-    # the tiled items: their own graphs on the same cluster, one after another, in a thread
+    # the tiled items: their own graphs on the same cluster, from driver threads
     def large_loop() -> None:
         address = client.scheduler.address
         try:  # the workers' device, not this (driver) process's
-            dev = client.submit(worker_device, device, resources=resources,
-                                pure=False).result()
+            dev = client.submit(worker_device, device, resources=resources, pure=False,
+                                priority=10).result()  # before the queued small items
         except Exception as exc:  # noqa: BLE001 - every tiled item fails with it
             for i in todo_large:
                 finish(i, "failed", 0.0, _error_text(exc))
             return
-        for i in todo_large:
+
+        def one(i: int) -> None:
             t0 = time.perf_counter()
             try:
                 r = _run_tiled_job(jobs[i], dev, str(bdir), address, progress)
                 finish(i, "done", r["seconds"])
             except Exception as exc:  # noqa: BLE001 - reported per item
                 finish(i, "failed", time.perf_counter() - t0, _error_text(exc))
+
+        # several tiled items' graphs on the scheduler at once (each its own run store)
+        with ThreadPoolExecutor(max_workers=min(TILED_AT_ONCE, len(todo_large)),
+                                thread_name_prefix="gigapatch-tiled-item") as pool:
+            list(pool.map(one, todo_large))
 
     large = threading.Thread(target=large_loop, name="gigapatch-tiled-items", daemon=True)
     try:
