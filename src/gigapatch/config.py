@@ -164,10 +164,14 @@ class TilingConfig:
     mode: Literal["auto", "never", "always"] = "auto"
     tile: int | Literal["auto"] = "auto"
     max_overhead: float = 1.2
+    window_memory_mb: int | Literal["auto"] = "auto"
     global_max_pixels: int = 4_194_304
     keep_run: bool = False
 
     def validate(self) -> None:
+        _check(self.window_memory_mb == "auto" or self.window_memory_mb >= 1,
+               "tiling.window_memory_mb", self.window_memory_mb,
+               "auto or a number of MiB >= 1")
         _check(self.tile == "auto" or (self.tile >= 64 and self.tile % 64 == 0),
                "tiling.tile", self.tile, "auto or a multiple of 64, >= 64")
         _check(self.max_overhead > 1.0, "tiling.max_overhead", self.max_overhead,

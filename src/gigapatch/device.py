@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import GigapatchError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "device_memory_bytes"]
 
 
 def resolve_device(device: str | torch.device | None = "auto", *,
@@ -52,3 +54,17 @@ def resolve_device(device: str | torch.device | None = "auto", *,
     if dev.type not in ("cpu", "cuda"):
         raise GigapatchError(f"{shown(option, device)}: expected auto, cpu or cuda[:N]")
     return dev
+
+
+def device_memory_bytes(device: str | torch.device) -> int | None:
+    """Total memory of a device in bytes: the GPU's for CUDA, the machine's RAM for the CPU
+    (``None`` where the system does not say)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(dev).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None

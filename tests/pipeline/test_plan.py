@@ -157,7 +157,8 @@ def test_default_preset_default_tile_halo_cost_at_most_1_2(side):
     """Issue 12 item 1: computed / output pixels <= 1.2 over the tiled levels at the
     default preset and default tile (the 1024 tile of before: 1.79-2.1x). Exact arithmetic
     from the plan's grids (TileGrid.computed_pixels sums the clipped windows)."""
-    plan = _default_plan((side, side))
+    # a GPU-sized window budget (80 GB card: auto = half); a CPU's cap is tested below
+    plan = _default_plan((side, side), overrides=["tiling.window_memory_mb=40960"])
     tiled = [(lv, g) for lv, g in zip(plan.levels, plan.grids) if lv.mode == "tiled"]
     assert tiled and all(lv.halo == 230 for lv, _ in tiled)
     comp = sum(g.computed_pixels() for _, g in tiled)
@@ -168,6 +169,31 @@ def test_default_preset_default_tile_halo_cost_at_most_1_2(side):
     old = _default_plan((side, side), tile=1024)
     assert max(g.overhead() for lv, g in zip(old.levels, old.grids)
                if lv.mode == "tiled") > 1.7
+
+
+def test_auto_tile_is_capped_by_the_window_memory():
+    # kills: the memory cap ignored (5120 on a 24 GB CPU: a ~23 GB window), a cap that
+    # overshoots (the chosen window must fit) or undershoots (the next 512 up must not fit)
+    from gigapatch.pipeline.plan import window_bytes_per_pixel
+
+    bpp = window_bytes_per_pixel(3, 15, 2)
+    assert bpp == 4 * 3 * 225 // 4 + 64
+    for mb in (2048, 6144, 12288, 20000):
+        plan = _default_plan((8192, 8192), overrides=[f"tiling.window_memory_mb={mb}"])
+        t, budget = plan.tile, mb * 2**20
+        assert t % 512 == 0 and t < 5120
+        assert (t + 460) ** 2 * bpp <= budget < (t + 512 + 460) ** 2 * bpp
+    big = _default_plan((8192, 8192), overrides=["tiling.window_memory_mb=100000"])
+    assert big.tile == 5120  # the overhead bound, when memory allows
+
+
+def test_auto_window_memory_is_half_the_device(monkeypatch):
+    import gigapatch.pipeline.plan as plan_mod
+    from gigapatch.config import load_config
+
+    monkeypatch.setattr(plan_mod, "device_memory_bytes", lambda device: 24 * 2**30)
+    assert plan_mod.window_memory_bytes(load_config("default").tiling, "cpu") == 12 * 2**30
+    assert _default_plan((8192, 8192)).tile == 3584  # what a 24 GB CPU gets (cost 1.27)
 
 
 def test_auto_tile_gets_no_small_tile_advice():

@@ -34,13 +34,15 @@ from ..diffusion.levels import Level, auto_level_count, level_sizes, patch_count
 from ..diffusion.patch_index import patch_set_bytes
 from ..diffusion.settings import CONFIG_FIELDS, DenoiserSettings
 from ..diffusion.torus import Wrap, periodic_size
+from ..device import device_memory_bytes
 from ..errors import GigapatchError
 from ..tiling import TileGrid, auto_tile, grid_for_level
 
 __all__ = ["RunPlan", "make_plan", "plan_levels", "output_size", "is_tiled",
            "denoiser_settings",
            "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE",
-           "tile_advice", "disk_estimate", "resolve_tile"]
+           "tile_advice", "disk_estimate", "resolve_tile", "window_bytes_per_pixel",
+           "window_memory_bytes"]
 
 log = logging.getLogger(__package__)
 
@@ -238,19 +240,54 @@ class RunPlan:
         return lines
 
 
-def resolve_tile(tile: int | str, halos: list[int], *, max_overhead: float) -> int:
+def window_bytes_per_pixel(channels: int, patch_size: int, query_stride: int) -> int:
+    """Estimated peak bytes per pixel of one tile window: the query patches the denoiser
+    holds (4 C P^2 bytes per query, one query per ``query_stride``^2 pixels) plus 64 bytes
+    of images (measured ~670 at the default preset, 512-1024 px windows, BENCHMARKS.md)."""
+    return 4 * channels * patch_size * patch_size // (query_stride * query_stride) + 64
+
+
+def resolve_tile(tile: int | str, halos: list[int], *, max_overhead: float,
+                 window_bytes_per_px: int = 0, memory_bytes: int | None = None) -> int:
     """The tile core side of a run: ``tile`` itself, or for ``"auto"`` the smallest
     multiple of 512 whose halo cost stays within ``max_overhead`` at the largest halo of the
-    tiled levels (``tiling.auto_tile``; 5120 at the default preset's 230 px halo).
+    tiled levels (``tiling.auto_tile``; 5120 at the default preset's 230 px halo), lowered
+    in steps of 512 while its window ``(tile + 2 halo)^2 * window_bytes_per_px`` would
+    exceed ``memory_bytes`` (the halo cost is then above ``max_overhead``: logged).
     1024 when no level is tiled (the chunk side of the store's global levels)."""
     if tile == "auto":
-        return auto_tile(max(halos), max_overhead=max_overhead) if halos else 1024
+        if not halos:
+            return 1024
+        halo = max(halos)
+        best = auto_tile(halo, max_overhead=max_overhead)
+        t = best
+        if memory_bytes is not None and window_bytes_per_px > 0:
+            while t > 512 and (t + 2 * halo) ** 2 * window_bytes_per_px > memory_bytes:
+                t -= 512
+        if t != best:
+            log.warning("tile auto: %d (halo cost %.2f) would need ~%.1f GiB per tile window; "
+                        "using %d (halo cost %.2f) to stay within %.1f GiB "
+                        "(tiling.window_memory_mb)", best, (1 + 2 * halo / best) ** 2,
+                        (best + 2 * halo) ** 2 * window_bytes_per_px / 2**30, t,
+                        (1 + 2 * halo / t) ** 2, memory_bytes / 2**30)
+        return t
     tile = int(tile)
     if tile < MIN_TILE or tile % MIN_TILE:
         near = max(MIN_TILE, round(tile / MIN_TILE) * MIN_TILE)
         raise GigapatchError(f"tile={tile}: the tile side must be a multiple of {MIN_TILE} "
                              f"(>= {MIN_TILE}), e.g. {near}")
     return tile
+
+
+def window_memory_bytes(tiling: TilingConfig, device: Any) -> int | None:
+    """``tiling.window_memory_mb`` in bytes; ``auto``: half the device's memory."""
+    if tiling.window_memory_mb != "auto":
+        return int(tiling.window_memory_mb) * 2**20
+    try:
+        total = device_memory_bytes(device)
+    except (RuntimeError, TypeError, ValueError):  # a device name torch does not know
+        return None
+    return None if total is None else total // 2
 
 
 def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, config: Config,
@@ -270,9 +307,14 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
     levels = plan_levels(ref_hw, out_hw, channels, config, device=device, tiled=tiled,
                          settings=settings)
     log_levels(levels, config)
-    tile = resolve_tile(tile or config.tiling.tile,
-                        [lv.halo for lv in levels if lv.mode == "tiled"],
-                        max_overhead=config.tiling.max_overhead)
+    tiled_levels = [lv for lv in levels if lv.mode == "tiled"]
+    stride = max((settings.query_stride if lv.backend == "fast" else 1 for lv in tiled_levels),
+                 default=1)
+    tile = resolve_tile(tile or config.tiling.tile, [lv.halo for lv in tiled_levels],
+                        max_overhead=config.tiling.max_overhead,
+                        window_bytes_per_px=window_bytes_per_pixel(
+                            channels, config.sampler.patch_size, stride),
+                        memory_bytes=window_memory_bytes(config.tiling, device))
     tl = config.sampler.tileable  # wrapped axes: edge tiles take their halo from the other side
     grids = tuple(grid_for_level(*lv.out_hw, tile=tile, halo=lv.halo,
                                  whole=lv.mode != "tiled", wrap=("y" in tl, "x" in tl))
