@@ -34,6 +34,7 @@ __all__ = [
     "TilingConfig",
     "ClusterConfig",
     "HpcConfig",
+    "PriorConfig",
     "load_config",
     "config_hash",
     "PRESET_DIR",
@@ -108,6 +109,25 @@ class DenoiserConfig:
         _check(self.probes >= 0, "denoiser.probes", self.probes, "an integer >= 0")
         _check(self.index_budget_mb >= 16, "denoiser.index_budget_mb", self.index_budget_mb,
                "an integer >= 16 (megabytes)")
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Priors beyond the paper's uniform patch prior (docs/method.md#composition-priors)."""
+
+    position_strength: float = 0.0
+    position_axes: Literal["y", "xy"] = "y"
+    position_levels: int = 1
+    t0: float = 1.0
+
+    def validate(self) -> None:
+        _check(self.position_strength >= 0 and math.isfinite(self.position_strength),
+               "prior.position_strength", self.position_strength,
+               "a number >= 0 (0 = off; 100 = a Gaussian of std 0.1 image side)")
+        _check(self.position_levels >= 1, "prior.position_levels", self.position_levels,
+               "an integer >= 1 (how many of the coarsest levels)")
+        _check(0.0 < self.t0 <= 1.0, "prior.t0", self.t0,
+               "a number in (0, 1] (1 = pure noise; for t0 = 0 use sampler.mode=retarget)")
 
 
 @dataclass(frozen=True)
@@ -237,6 +257,7 @@ class Config:
 
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -245,6 +266,13 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        _check(self.prior.t0 > self.sampler.s_min, "prior.t0", self.prior.t0,
+               f"a number above sampler.s_min={self.sampler.s_min}")
+        _check(self.sampler.tileable == "none"
+               or (self.prior.position_strength == 0 and self.prior.t0 == 1.0),
+               "sampler.tileable", self.sampler.tileable,
+               "none when a prior is on (a tileable output has no place for a position prior "
+               "or a resized-reference start); set prior.position_strength=0 and prior.t0=1")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -435,7 +463,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return _from_dict(data, source)
 
 
-def config_hash(config: Config, *, sections: typing.Iterable[str] = ("sampler", "denoiser")) \
+def config_hash(config: Config, *,
+                sections: typing.Iterable[str] = ("sampler", "denoiser", "prior")) \
         -> str:
     """A short stable hash of the sections that change the image (not output or cluster)."""
     d = config.to_dict()

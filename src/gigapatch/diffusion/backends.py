@@ -20,6 +20,7 @@ from .denoiser import image_denoise, posterior_mean
 from .fast import FastLevel, build_fast_level, choose_backend, make_fast_denoise
 from .levels import patch_count
 from .patch_index import PatchIndex
+from .priors import PairBias, PositionPrior
 from .sampling import Denoise
 from .schedules import signal_scale
 from .settings import DenoiserSettings
@@ -58,7 +59,8 @@ def index_entries(backend: str, settings: DenoiserSettings, *, channels: int,
 
 
 def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str,
-                 settings: DenoiserSettings, fast_level: FastLevel | None = None) -> Denoise:
+                 settings: DenoiserSettings, fast_level: FastLevel | None = None,
+                 prior: PositionPrior | None = None) -> Denoise:
     """The image denoiser ``denoise(x, s)`` of one level over a built patch index.
 
     Parameters
@@ -75,6 +77,9 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
     fast_level : FastLevel, optional
         The fast backend's per-level precomputation of ``index`` (built from ``index``
         and ``settings`` when not given; ``LevelCache`` keeps it between outputs).
+    prior : PositionPrior, optional
+        The level's position prior (``diffusion.priors``); needs ``index.positions``.
+        The denoiser then has ``bind(origin=, ...)``: query positions are global.
 
     Returns
     -------
@@ -85,8 +90,11 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
     """
     if backend == "fast":
         return make_fast_denoise(index, patch_size=patch_size, rho=rho, params=settings,
-                                 level=fast_level)
+                                 level=fast_level, prior=prior)
     budget, dtype = settings.memory_budget_mb, settings.dtype
+    if prior is not None:
+        return _PositionDenoise(index, prior, patch_size=patch_size, rho=rho, backend=backend,
+                                memory_budget_mb=budget, dtype=dtype)
 
     def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
         a = signal_scale(s)
@@ -100,8 +108,41 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
     return denoise
 
 
+class _PositionDenoise:
+    """exact/fused ``denoise(x, s)`` with a position prior, for a window at ``origin``."""
+
+    def __init__(self, index: PatchIndex, prior: PositionPrior, *, patch_size: int,
+                 rho: float, backend: str, memory_budget_mb: float, dtype: str,
+                 origin: tuple[int, int] = (0, 0)) -> None:
+        if index.positions is None:
+            raise ValueError("a position prior needs an index with positions")
+        self.index, self.prior, self.origin = index, prior, origin
+        self.kw = dict(patch_size=patch_size, rho=rho, backend=backend,
+                       memory_budget_mb=memory_budget_mb, dtype=dtype)
+        self._entries = prior.entry_coords(index.positions)
+
+    def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
+             period: tuple[int, int] = (0, 0)) -> "_PositionDenoise":
+        return _PositionDenoise(self.index, self.prior, origin=origin, **self.kw)
+
+    def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
+        a = signal_scale(s)
+        kw = self.kw
+        oy, ox = self.origin
+
+        def patches(q: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+            pb = PairBias(self.prior.query_coords(ys + oy, xs + ox), self._entries,
+                          self.prior.weights)
+            return posterior_mean(q, self.index, a, s, backend=kw["backend"],
+                                  memory_budget_mb=kw["memory_budget_mb"], dtype=kw["dtype"],
+                                  pair_bias=pb)
+
+        return image_denoise(x, patches, kw["patch_size"], kw["rho"],
+                             memory_budget_mb=kw["memory_budget_mb"], with_positions=True)
+
+
 def level_key(ref_level: torch.Tensor, backend: str, *, patch_size: int,
-              settings: DenoiserSettings) -> tuple:
+              settings: DenoiserSettings, merged: bool = True) -> tuple:
     """Everything that shapes a level's built index (and fast precomputation).
 
     The level's pixels themselves (a hash of its bytes, shape, dtype and device: not a
@@ -119,7 +160,7 @@ def level_key(ref_level: torch.Tensor, backend: str, *, patch_size: int,
             settings.memory_budget_mb) if backend == "fast" else None
     return (digest, tuple(t.shape), str(t.dtype), str(t.device), backend, patch_size,
             index_entries(backend, settings, channels=c, patch_size=patch_size),
-            settings.prune_tolerance, fast)
+            settings.prune_tolerance, fast, merged)
 
 
 class LevelCache:
@@ -201,7 +242,8 @@ def _fast_level_bytes(fl: FastLevel | None) -> int:
 
 
 def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rho: float,
-                   settings: DenoiserSettings, cache: LevelCache | None = None) -> Denoise:
+                   settings: DenoiserSettings, cache: LevelCache | None = None,
+                   prior: PositionPrior | None = None) -> Denoise:
     """The image denoiser of one level, from the reference pyramid's level.
 
     Parameters
@@ -217,13 +259,17 @@ def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rh
         Where built indexes (and fast precomputations) are kept and looked up by
         ``level_key``; the denoiser is always made fresh around them, so the result is
         the same with or without a cache.
+    prior : PositionPrior, optional
+        The level's position prior (``PriorSettings.position_prior``). Its level keeps
+        every patch as its own entry (no merging: each copy has its own position).
     """
     def build() -> tuple[PatchIndex, FastLevel | None]:
         c = ref_level.shape[0]
         index = PatchIndex.from_image(
             ref_level, patch_size,
             max_entries=index_entries(backend, settings, channels=c, patch_size=patch_size),
-            prune_tolerance=settings.prune_tolerance)
+            merge_duplicates=prior is None,
+            prune_tolerance=settings.prune_tolerance if prior is None else 0.0)
         log.debug("level index: %d entries of %s reference patches (%s backend)",
                   index.size,
                   f"{patch_count(tuple(ref_level.shape[1:]), patch_size):,}", backend)
@@ -239,7 +285,8 @@ def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rh
         index, fast = build()
     else:
         index, fast = cache.get(
-            level_key(ref_level, backend, patch_size=patch_size, settings=settings), build,
+            level_key(ref_level, backend, patch_size=patch_size, settings=settings,
+                      merged=prior is None), build,
             lambda v: v[0].nbytes + _fast_level_bytes(v[1]))
     return make_denoise(index, patch_size=patch_size, rho=rho, backend=backend,
-                        settings=settings, fast_level=fast)
+                        settings=settings, fast_level=fast, prior=prior)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .numerics import blas_invariant
 from .patch_index import PatchIndex
+from .priors import PairBias
 
 __all__ = [
     "posterior_mean_exact",
@@ -50,7 +51,8 @@ def _chunk_rows(budget_bytes: int, per_row_bytes: int, total: int) -> int:
 
 @blas_invariant
 def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
-                         memory_budget_mb: float = 1024, dtype: str = "float32") -> torch.Tensor:
+                         memory_budget_mb: float = 1024, dtype: str = "float32",
+                         pair_bias: PairBias | None = None) -> torch.Tensor:
     """Posterior mean of clean patches given noisy patches, by chunked GEMM.
 
     Parameters
@@ -65,6 +67,9 @@ def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float,
         Bound on the working memory (logit and weight blocks).
     dtype : {"float32", "bfloat16", "float16"}
         Precision of the similarity GEMM; the softmax and the weighted sum stay float32.
+    pair_bias : PairBias, optional
+        An extra per-(query, entry) logit term (the position prior, ``diffusion.priors``)
+        over these M queries and the N entries; ``None`` is the paper's posterior.
 
     Returns
     -------
@@ -75,7 +80,7 @@ def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float,
     if n == 0:
         raise ValueError("empty patch index")
     x = x.to(torch.float32)
-    if a == 0.0:
+    if a == 0.0 and pair_bias is None:
         # no signal: every query gets the multiplicity-weighted mean of the patch set
         return index.mean().expand(m, d).clone()
     out = torch.empty((m, d), dtype=torch.float32, device=x.device)
@@ -99,6 +104,8 @@ def posterior_mean_exact(x: torch.Tensor, index: PatchIndex, a: float, s: float,
             kb = keys[k0:k0 + nk]
             logits = (xq_g @ kb.T).to(torch.float32)
             logits.mul_(scale).add_(bias[k0:k0 + nk])
+            if pair_bias is not None:
+                logits.add_(pair_bias.block(q0, q0 + xq.shape[0], k0, k0 + kb.shape[0]))
             blk_max = logits.max(dim=1, keepdim=True).values
             new_max = torch.maximum(run_max, blk_max)
             logits.sub_(new_max).exp_()
@@ -152,7 +159,8 @@ def _weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 @blas_invariant
 def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
-                         memory_budget_mb: float = 1024, dtype: str = "float32") -> torch.Tensor:
+                         memory_budget_mb: float = 1024, dtype: str = "float32",
+                         pair_bias: PairBias | None = None) -> torch.Tensor:
     """Posterior mean through ``scaled_dot_product_attention``.
 
     Same parameters and result as :func:`posterior_mean_exact`. The queries are chunked to
@@ -167,9 +175,21 @@ def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float,
     k = torch.cat([a * index.patches,
                    (-0.5 * a * a * index.sq_norms + s * s * index.log_counts)[:, None]], 1)
     q = torch.cat([x.to(torch.float32), torch.ones((m, 1), device=dev)], 1)
+    if pair_bias is not None:
+        # -w (u - v)^2 = 2 w u v - w v^2 - w u^2; the last term is constant per query
+        # (softmax-invariant): one more q column u and k column 2 w v s^2 per axis, and
+        # -w v^2 s^2 in the bias column
+        s2 = s * s
+        for ax, wa in enumerate(pair_bias.w):
+            if wa:
+                v = pair_bias.e[:, ax]
+                k[:, d] -= wa * v * v * s2
+                k = torch.cat([k, (2.0 * wa * s2 * v)[:, None]], 1)
+                q = torch.cat([q, pair_bias.q[:, ax, None]], 1)
+    extra = q.shape[1] - (d + 1)
     # pad the head dimension to a multiple of 8 (kernel requirement on CUDA); zeros change
     # nothing in the dot products
-    pad = (-(d + 1)) % 8
+    pad = (-(d + 1 + extra)) % 8
     if pad:
         q = F.pad(q, (0, pad))
         k = F.pad(k, (0, pad))
@@ -189,14 +209,14 @@ def posterior_mean_fused(x: torch.Tensor, index: PatchIndex, a: float, s: float,
 
 def posterior_mean(x: torch.Tensor, index: PatchIndex, a: float, s: float, *,
                    backend: str = "exact", memory_budget_mb: float = 1024,
-                   dtype: str = "float32") -> torch.Tensor:
+                   dtype: str = "float32", pair_bias: PairBias | None = None) -> torch.Tensor:
     """Dispatch to the exact or fused posterior mean (see those functions)."""
     if backend == "exact":
         return posterior_mean_exact(x, index, a, s, memory_budget_mb=memory_budget_mb,
-                                    dtype=dtype)
+                                    dtype=dtype, pair_bias=pair_bias)
     if backend == "fused":
         return posterior_mean_fused(x, index, a, s, memory_budget_mb=memory_budget_mb,
-                                    dtype=dtype)
+                                    dtype=dtype, pair_bias=pair_bias)
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -222,9 +242,9 @@ def fold_window(patch_size: int, rho: float, *, device: torch.device | str = "cp
     return torch.outer(g, g).to(torch.float32).to(device)
 
 
-def image_denoise(x: torch.Tensor, denoise_patches: Callable[[torch.Tensor], torch.Tensor],
-                  patch_size: int, rho: float, *, memory_budget_mb: float = 1024) \
-        -> torch.Tensor:
+def image_denoise(x: torch.Tensor, denoise_patches: Callable[..., torch.Tensor],
+                  patch_size: int, rho: float, *, memory_budget_mb: float = 1024,
+                  with_positions: bool = False) -> torch.Tensor:
     """Denoise every overlapping patch of an image and fold them back.
 
     No padding: pixels near the border are covered by fewer patches and the fold
@@ -241,6 +261,9 @@ def image_denoise(x: torch.Tensor, denoise_patches: Callable[[torch.Tensor], tor
         Fold window std (``math.inf`` for plain averaging).
     memory_budget_mb : float
         Bound on the patches held at once: the image is processed in row bands.
+    with_positions : bool
+        Call ``denoise_patches(patches, ys, xs)`` with the patches' top-left corners
+        (M,) int64, local to ``x`` (a position prior needs them).
 
     Returns
     -------
@@ -263,7 +286,12 @@ def image_denoise(x: torch.Tensor, denoise_patches: Callable[[torch.Tensor], tor
         r1 = min(h - p + 1, r0 + rows)  # patch top rows r0 .. r1-1
         band = x[:, r0:r1 + p - 1, :].unsqueeze(0).to(torch.float32)
         cols = F.unfold(band, kernel_size=p)[0]  # (C*P*P, L)
-        den_patches = denoise_patches(cols.T.contiguous())  # (L, C*P*P)
+        if with_positions:
+            ys = torch.arange(r0, r1, device=x.device).repeat_interleave(n_cols)
+            xs = torch.arange(n_cols, device=x.device).repeat(r1 - r0)
+            den_patches = denoise_patches(cols.T.contiguous(), ys, xs)  # (L, C*P*P)
+        else:
+            den_patches = denoise_patches(cols.T.contiguous())  # (L, C*P*P)
         cols = den_patches.T * win_cols
         bh = r1 - r0 + p - 1
         num[:, r0:r0 + bh] += F.fold(cols.unsqueeze(0), (bh, w), kernel_size=p)[0]

@@ -49,6 +49,7 @@ from .denoiser import GEMM_DTYPES, fold_window, posterior_mean_exact
 from .noise import mix64, srl, stream_key
 from .numerics import blas_invariant
 from .patch_index import CHUNK_BYTES, PatchIndex
+from .priors import PairBias, PositionPrior
 from .schedules import signal_scale
 from .settings import DenoiserSettings
 
@@ -319,7 +320,8 @@ class FastDenoiser:
 
     def __init__(self, level: FastLevel, *, patch_size: int, rho: float,
                  params: DenoiserSettings, origin: tuple[int, int] = (0, 0),
-                 seed: int = 0, level_id: int = 0, period: tuple[int, int] = (0, 0)) -> None:
+                 seed: int = 0, level_id: int = 0, period: tuple[int, int] = (0, 0),
+                 prior: PositionPrior | None = None) -> None:
         self.level = level
         self.patch_size = patch_size
         self.rho = rho
@@ -328,6 +330,12 @@ class FastDenoiser:
         self.seed = seed
         self.level_id = level_id
         self.period = period
+        # the position prior (diffusion.priors) reweighs the same supports (mean, dictionary,
+        # index, candidates) by position; the candidate search itself stays by appearance
+        self.prior = prior
+        if prior is not None:
+            self._e_index = prior.entry_coords(level.index.positions)
+            self._e_dict = self._e_index[level.dict_ids]
         self._reset()
 
     def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
@@ -336,7 +344,15 @@ class FastDenoiser:
         are keyed by coordinates modulo it."""
         return FastDenoiser(self.level, patch_size=self.patch_size, rho=self.rho,
                             params=self.params, origin=origin, seed=seed, level_id=level,
-                            period=period)
+                            period=period, prior=self.prior)
+
+    def _query_coords(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor | None:
+        """Normalised centres of the grid rows x cols (row-major), or None without prior."""
+        if self.prior is None:
+            return None
+        ys = (rows.to(torch.int64) + self.origin[0]).repeat_interleave(cols.numel())
+        xs = (cols.to(torch.int64) + self.origin[1]).repeat(rows.numel())
+        return self.prior.query_coords(ys, xs)
 
     def _reset(self) -> None:
         self._step = 0
@@ -385,8 +401,9 @@ class FastDenoiser:
         for r0 in range(0, nr, band):
             rb = rows[r0:r0 + band]
             sel = None if cand is None else cand[r0 * nc:(r0 + rb.numel()) * nc]
-            xq = None if mode == "mean" else grid_unfold(x, rb, cols, p)
-            out = self._patch_means(xq, rb.numel() * nc, a, s, mode, sel, budget)
+            xq = None if mode == "mean" and self.prior is None else grid_unfold(x, rb, cols, p)
+            out = self._patch_means(xq, rb.numel() * nc, a, s, mode, sel, budget,
+                                    self._query_coords(rb, cols))
             _fold_into(num, den, out, rb, cols, p, win, w)
         if cand is not None:
             self._cand = cand
@@ -394,17 +411,23 @@ class FastDenoiser:
         return (num / den.clamp_min(1e-30)).reshape(c, h, w)
 
     def _patch_means(self, xq: torch.Tensor | None, q: int, a: float, s: float, mode: str,
-                     cand: torch.Tensor | None, budget: int) -> torch.Tensor:
-        """Posterior means (q, D) of the queries ``xq`` for one call's ``mode``."""
+                     cand: torch.Tensor | None, budget: int,
+                     qc: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior means (q, D) of the queries ``xq`` for one call's ``mode``; ``qc``
+        (q, 2): the queries' normalised centres when a position prior is set."""
         lv = self.level
         prm = self.params
-        if mode == "mean":
+        if mode == "mean" and qc is None:
             return lv.index.mean().expand(q, -1)
-        if mode in ("dictionary", "index"):
+        if mode in ("dictionary", "index", "mean"):
             dic = lv.dictionary if mode == "dictionary" else lv.index
+            pb = None
+            if qc is not None:
+                pb = PairBias(qc, self._e_dict if mode == "dictionary" else self._e_index,
+                              self.prior.weights)
             return posterior_mean_exact(xq, dic, a, s, memory_budget_mb=prm.memory_budget_mb,
-                                        dtype=prm.dtype)
-        return self._weights(xq, cand, a, s, budget)
+                                        dtype=prm.dtype, pair_bias=pb)
+        return self._weights(xq, cand, a, s, budget, qc)
 
     def query_posterior(self, x: torch.Tensor, qid: torch.Tensor) \
             -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str]:
@@ -438,7 +461,10 @@ class FastDenoiser:
                         for i, j in zip((qid // nc).tolist(), (qid % nc).tolist())], 0)
         cand = self._cand[qid] if mode == "candidates" else None
         budget = int(self.params.memory_budget_mb * 2**20)
-        return xq, self._patch_means(xq, qid.numel(), a, s, mode, cand, budget), cand, mode
+        qc = self._query_coords(rows, cols)
+        qc = None if qc is None else qc[qid]
+        return (xq, self._patch_means(xq, qid.numel(), a, s, mode, cand, budget, qc), cand,
+                mode)
 
     # -- candidates ------------------------------------------------------------------
     def _probes(self, step: int, qid: torch.Tensor, rows: torch.Tensor,
@@ -553,7 +579,7 @@ class FastDenoiser:
         return out
 
     def _weights(self, xq: torch.Tensor, cand: torch.Tensor, a: float, s: float,
-                 budget: int) -> torch.Tensor:
+                 budget: int, qc: torch.Tensor | None = None) -> torch.Tensor:
         """Exact Gaussian weights over each row's candidates, full dimension, float32."""
         idx = self.level.index
         q, k = cand.shape
@@ -571,6 +597,9 @@ class FastDenoiser:
             xb = xq[r0:r0 + rows]
             dots = torch.bmm(y, xb[:, :, None])[..., 0]
             logits = (2.0 * a * dots - a * a * idx.sq_norms[sc]) * inv2s2 + idx.log_counts[sc]
+            if qc is not None:
+                pb = PairBias(qc, self._e_index, self.prior.weights)
+                logits = logits + pb.gathered(qc[r0:r0 + rows], self._e_index[sc])
             logits = logits.masked_fill(dup, -math.inf)
             wts = torch.softmax(logits, 1)
             out[r0:r0 + rows] = torch.bmm(wts[:, None, :], y)[:, 0]
@@ -578,15 +607,16 @@ class FastDenoiser:
 
 
 def make_fast_denoise(index: PatchIndex, *, patch_size: int, rho: float,
-                      params: DenoiserSettings, level: FastLevel | None = None) \
-        -> FastDenoiser:
+                      params: DenoiserSettings, level: FastLevel | None = None,
+                      prior: PositionPrior | None = None) -> FastDenoiser:
     """A fast-backend ``denoise(x, s)`` for one level (unbound: origin (0, 0), seed 0);
-    ``params.pca_dims`` and ``params.dictionary_size`` shape its per-level precomputation."""
+    ``params.pca_dims`` and ``params.dictionary_size`` shape its per-level precomputation;
+    ``prior``: the level's position prior (``diffusion.priors``)."""
     if level is None:
         level = build_fast_level(index, pca_dims=params.pca_dims,
                                  dictionary_size=params.dictionary_size,
                                  dtype=params.dtype, memory_budget_mb=params.memory_budget_mb)
-    return FastDenoiser(level, patch_size=patch_size, rho=rho, params=params)
+    return FastDenoiser(level, patch_size=patch_size, rho=rho, params=params, prior=prior)
 
 
 __all__ += ["make_fast_denoise"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from .backends import LevelCache, level_denoiser
 from .levels import Level
 from .noise import INIT_STEP, gaussian_noise
+from .priors import PriorSettings, level_sigmas, noised_start
 from .pyramid import BLUR_RADIUS, UP_RADIUS, gaussian_pyramid, up2
 from .sampling import Denoise, laplacian_blend, sample_ddim
 from .settings import DenoiserSettings
@@ -34,7 +35,7 @@ from .symmetry import MirroredDenoiser
 from .torus import NO_WRAP, PeriodicDenoiser, Wrap, periodic_blur2, periodic_up2
 
 __all__ = ["sample_levels", "sample_level", "resize_level", "upsample_to_box", "step_radius",
-           "level_halo", "coarse_box_for"]
+           "level_halo", "coarse_box_for", "level_start"]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def sample_level(denoise: Denoise, *, box: Window, channels: int, seed: int, lev
                  sigmas: torch.Tensor, eta: float, coarse_up: torch.Tensor | None = None,
                  device: torch.device | str = "cpu",
                  callback: Callable[[int], None] | None = None,
-                 wrap: Wrap = NO_WRAP, period: tuple[int, int] = (0, 0)) -> torch.Tensor:
+                 wrap: Wrap = NO_WRAP, period: tuple[int, int] = (0, 0),
+                 start: torch.Tensor | None = None) -> torch.Tensor:
     """Sample one level over a window, from noise keyed by global coordinates.
 
     Parameters
@@ -173,6 +175,8 @@ def sample_level(denoise: Denoise, *, box: Window, channels: int, seed: int, lev
         denoise = bind(origin=(box[0], box[1]), seed=seed, level=level, period=period)
     x_init = gaussian_noise(seed, level, INIT_STEP, box, channels, device=device,
                             period=period)
+    if start is not None:  # partial-noise start (diffusion.priors): x at s = sigmas[0]
+        x_init = noised_start(start.to(x_init.device), x_init, float(sigmas[0]))
 
     def noise(i: int) -> torch.Tensor:
         return gaussian_noise(seed, level, i, box, channels, device=device, period=period)
@@ -193,11 +197,22 @@ def resize_level(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
                          align_corners=False)[0]
 
 
+def level_start(ref_level0: torch.Tensor, out_hw: tuple[int, int], level: int,
+                prior: PriorSettings | None, box: Window) -> torch.Tensor | None:
+    """The partial-noise start on a window of the coarsest level (``None``: pure noise):
+    the reference's coarsest level resized to the WHOLE output level, cropped to ``box``."""
+    if prior is None or level != 0 or prior.t0 >= 1.0:
+        return None
+    y0, x0, y1, x1 = box
+    return resize_level(ref_level0, out_hw)[:, y0:y1, x0:x1]
+
+
 def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int, rho: float,
                   sigmas: torch.Tensor, eta: float, settings: DenoiserSettings, seed: int,
                   wrap: Wrap = NO_WRAP, mirror: Wrap = NO_WRAP,
                   progress: Callable[[Level, int], None] | None = None,
-                  cache: LevelCache | None = None) -> list[torch.Tensor]:
+                  cache: LevelCache | None = None,
+                  prior: PriorSettings | None = None) -> list[torch.Tensor]:
     """Sample every level of one whole output, coarsest first (what ``generate`` runs).
 
     Parameters
@@ -225,6 +240,8 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
     cache : LevelCache, optional
         Built level indexes shared with other outputs of this process
         (``backends.LevelCache``; the result is the same with or without).
+    prior : PriorSettings, optional
+        The composition priors (``diffusion.priors``); ``None`` is the paper's sampler.
 
     Returns
     -------
@@ -246,8 +263,11 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
             continue
         box = (0, 0, h, w)
         denoise = None  # drop the previous level's index before building this one
+        pos = None if prior is None else prior.position_prior(
+            lv.level, out_hw=lv.out_hw, ref_hw=tuple(ref_pyr[lv.level].shape[1:]),
+            patch_size=patch_size)
         denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
-                                 rho=rho, settings=settings, cache=cache)
+                                 rho=rho, settings=settings, cache=cache, prior=pos)
         if wrap:
             denoise = PeriodicDenoiser(denoise, patch_size, wrap)
         if mirror:
@@ -255,8 +275,10 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
         coarse_up = None if prev is None else periodic_up2(prev, wrap)[:, :h, :w] if wrap \
             else upsample_to_box(prev, (0, 0), box)
         prev = sample_level(denoise, box=box, channels=channels, seed=seed, level=lv.level,
-                            sigmas=sigmas, eta=eta, coarse_up=coarse_up, device=ref.device,
+                            sigmas=level_sigmas(sigmas, lv.level, prior), eta=eta,
+                            coarse_up=coarse_up, device=ref.device,
                             callback=(lambda i, lv=lv: progress(lv, 1)) if progress else None,
-                            wrap=wrap, period=(h if wrap.y else 0, w if wrap.x else 0))
+                            wrap=wrap, period=(h if wrap.y else 0, w if wrap.x else 0),
+                            start=level_start(ref_pyr[0], lv.out_hw, lv.level, prior, box))
         outs.append(prev)
     return outs

@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from ..config import Config, TilingConfig, config_hash
@@ -32,6 +32,7 @@ from ..diffusion.fast import fast_extra_halo
 from ..diffusion.generator import level_halo
 from ..diffusion.levels import Level, auto_level_count, level_sizes, patch_count
 from ..diffusion.patch_index import patch_set_bytes
+from ..diffusion.priors import PriorSettings
 from ..diffusion.settings import CONFIG_FIELDS, DenoiserSettings
 from ..diffusion.torus import Wrap, periodic_size
 from ..device import device_memory_bytes
@@ -39,7 +40,7 @@ from ..errors import GigapatchError
 from ..tiling import TileGrid, auto_tile, grid_for_level
 
 __all__ = ["RunPlan", "make_plan", "plan_levels", "output_size", "is_tiled",
-           "denoiser_settings",
+           "denoiser_settings", "prior_settings",
            "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE",
            "tile_advice", "disk_estimate", "resolve_tile", "window_bytes_per_pixel",
            "window_memory_bytes"]
@@ -48,6 +49,11 @@ log = logging.getLogger(__package__)
 
 #: tile cores are multiples of this (and at least this)
 MIN_TILE = 64
+
+
+def prior_settings(config: Config) -> PriorSettings:
+    """The config's ``prior`` section as the plain settings diffusion takes."""
+    return PriorSettings(**asdict(config.prior))
 
 
 def denoiser_settings(config: Config) -> DenoiserSettings:

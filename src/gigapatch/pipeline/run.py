@@ -33,7 +33,7 @@ from ..storage.diskspace import check_free_space, is_out_of_space, used_bytes
 from ..storage.runstore import CorruptChunkError, RunLock, RunStore
 from .graph import build_graph
 from .outmeta import resolve_output_metadata
-from .plan import RunPlan, disk_estimate, make_plan, tile_advice
+from .plan import RunPlan, disk_estimate, make_plan, prior_settings, tile_advice
 from .progress import TileProgress
 from .tasks import TaskSpec
 
@@ -417,7 +417,7 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
         run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
         patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta, s_min=sc.s_min,
         levels=plan.levels, grids=plan.grids, denoiser=plan.denoiser,
-        bit_depth=plan.bit_depth, serial_device=serial_device)
+        bit_depth=plan.bit_depth, serial_device=serial_device, prior=prior_settings(cfg))
     meta = {"summary": plan.summary(), "config": cfg.to_dict(),
             "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
             "ref_hw": list(ref_hw), "tile": plan.tile,

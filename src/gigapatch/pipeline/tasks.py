@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from ..diffusion.backends import level_denoiser
-from ..diffusion.generator import coarse_box_for, resize_level, sample_level, upsample_to_box
+from ..diffusion.generator import (coarse_box_for, level_start, resize_level, sample_level,
+                                   upsample_to_box)
 from ..diffusion.levels import Level
 from ..diffusion.pyramid import gaussian_pyramid
 from ..diffusion.schedules import flow_linear
+from ..diffusion.priors import PriorSettings, level_sigmas
 from ..diffusion.settings import DenoiserSettings
 from ..diffusion.torus import PeriodicDenoiser, Wrap, periodic_up2
 from ..storage.quantise import quantise_model
@@ -55,6 +57,7 @@ class TaskSpec:
     # per-process lock, so more worker threads overlap reads, quantising, writes and the
     # output pyramid's chunks with the device work instead of waiting behind it
     serial_device: bool = False
+    prior: PriorSettings | None = None  # the composition priors (None: the paper's sampler)
 
 
 _MISSING = object()
@@ -128,8 +131,12 @@ def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
     ``sample_level`` binds a fresh per-window state (the fast backend's
     ``FastDenoiser.bind``) on the shared, read-only level data."""
     def build():
-        return level_denoiser(_ref_pyramid(spec, device)[level], spec.levels[level].backend,
-                              patch_size=spec.patch_size, rho=spec.rho, settings=spec.denoiser)
+        ref = _ref_pyramid(spec, device)[level]
+        lv = spec.levels[level]
+        pos = None if spec.prior is None else spec.prior.position_prior(
+            level, out_hw=lv.out_hw, ref_hw=tuple(ref.shape[1:]), patch_size=spec.patch_size)
+        return level_denoiser(ref, lv.backend, patch_size=spec.patch_size, rho=spec.rho,
+                              settings=spec.denoiser, prior=pos)
 
     return CACHE.get(("denoiser", spec.run_dir, level, str(device)), build)
 
@@ -194,8 +201,12 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
                 denoise = PeriodicDenoiser(denoise, spec.patch_size, torus)
             x = sample_level(denoise, box=win.as_tuple(),
                              channels=spec.channels, seed=spec.seed, level=level,
-                             sigmas=flow_linear(spec.steps, spec.s_min), eta=spec.eta,
-                             coarse_up=coarse_up, device=dev, wrap=torus, period=period)
+                             sigmas=level_sigmas(flow_linear(spec.steps, spec.s_min), level,
+                                                 spec.prior),
+                             eta=spec.eta, coarse_up=coarse_up, device=dev, wrap=torus,
+                             period=period,
+                             start=level_start(_ref_pyramid(spec, dev)[0], lv.out_hw, level,
+                                               spec.prior, win.as_tuple()))
         c = tile.core_in_window
         core = x[:, c.y0:c.y1, c.x0:c.x1].float().cpu().numpy()
         del x, coarse_up  # free the device memory before the writes

@@ -21,7 +21,7 @@ from ..diffusion.model_space import to_model
 from ..diffusion.schedules import flow_linear
 from ..diffusion.torus import Wrap, periodic_size
 from ..errors import GigapatchError
-from .plan import check_index_budget, denoiser_settings, log_levels, plan_levels
+from .plan import check_index_budget, denoiser_settings, log_levels, plan_levels, prior_settings
 
 __all__ = ["sample_levels"]
 
@@ -88,7 +88,7 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
             to_model(ref, device), levels, patch_size=sc.patch_size, rho=sc.rho,
             sigmas=flow_linear(sc.steps, sc.s_min), eta=sc.eta, settings=settings, seed=seed,
             wrap=wrap, mirror=mirror, progress=step if bar is not None else None,
-            cache=cache)
+            cache=cache, prior=prior_settings(config))
     finally:
         if bar is not None:
             bar.close()
