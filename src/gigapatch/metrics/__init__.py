@@ -13,6 +13,8 @@ use raise :class:`gigapatch.errors.GigapatchError` with a message naming the inp
 * :func:`pixel_diversity`, :func:`pairwise_swd` - diversity over N samples
 * :func:`psnr`, :func:`max_abs_diff`, :func:`fidelity` - distance to the exact sampler
 * :func:`seam_score` - boundary / interior gradient ratio of a tiled output
+* :func:`region_novelty` - per-block distance of an output's local colour layout and
+  texture to the reference's (the "grey mush" search)
 * :func:`wrap_seam_score` - the same across the wrap-around edge of a tileable output
 * :func:`evaluate`, :func:`format_table` - all of the above for one reference and its samples
 * :func:`list_images`, :func:`contact_sheet` - file helpers (CLI, bench); images are read
@@ -53,6 +55,8 @@ __all__ = [
     "max_abs_diff",
     "fidelity",
     "seam_score",
+    "RegionNovelty",
+    "region_novelty",
     "wrap_seam_score",
     "evaluate",
     "summarize",
