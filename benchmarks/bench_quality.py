@@ -2,10 +2,13 @@
 """Quality benchmark: generate samples of reference images and score them (docs/EVALUATION.md).
 
 For every reference of the chosen sets (default: singan, places50 and sigd16 in
-../shared/data relative to the repository), generate N samples with a named config through
-the public API ``gigapatch.generate`` and score them with ``gigapatch.metrics.evaluate``
-(multi-scale patch SWD and FD, NN coherence / completeness, copy rate at 32 and 64 px, pixel
-diversity and pairwise SWD over the N samples). The published GPNN and SinGAN samples in
+../shared/data relative to the repository), generate N samples with each compared config
+(default: the ``default`` and ``paper`` presets, same seeds) through the public API
+``gigapatch.generate`` and score them with ``gigapatch.metrics.evaluate`` (multi-scale patch
+SWD and FD, NN coherence / completeness, copy rate at 32 and 64 px, pixel diversity and
+pairwise SWD over the N samples) and ``gigapatch.metrics.region_novelty`` (the worst 16 px
+block's distance to any reference block in mean colour and high-frequency energy: the
+"grey mush" search of issue 13). The published GPNN and SinGAN samples in
 ../shared/data/peer_outputs (one per input: Places50_*/n.png is the sample of places50/n.jpg,
 SIGD16_*/n.png of sigd16/n.jpg) are scored with the same metrics, so the table places
 gigapatch among them.
@@ -19,6 +22,7 @@ Examples::
     python benchmarks/bench_quality.py --peers-only
     python benchmarks/bench_quality.py --limit 2 -n 2 --set sampler.steps=10
     python benchmarks/bench_quality.py --refs my_textures/ --config configs/quality.yaml
+    python benchmarks/bench_quality.py --configs paper pos=default,prior.position_strength=100
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ PEERS = {
     "places50": {"GPNN": "Places50_GPNN_high_var", "SinGAN": "Places50_SINGAN_high_var"},
     "sigd16": {"GPNN": "SIGD16_GPNN", "SinGAN": "SIGD16_SINGAN"},
 }
-COLUMNS = ("swd", "fd", "coherence", "completeness", "copy32", "copy64")
+COLUMNS = ("swd", "fd", "coherence", "completeness", "copy32", "copy64", "novelty")
 
 
 def _log(msg: str, quiet: bool = False) -> None:
@@ -67,7 +71,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", "--num-samples", type=int, default=4, metavar="N",
                    help="samples per reference, seeds SEED..SEED+N-1 (default 4)")
     p.add_argument("--config", default=None, metavar="YAML|PRESET",
-                   help="config file or preset for generation (default: the bundled default)")
+                   help="one config file or preset for generation (instead of --configs)")
+    p.add_argument("--configs", nargs="+", default=["default", "paper"],
+                   metavar="[LABEL=]PRESET[,KEY=VALUE...]",
+                   help="configs compared side by side with the same seeds, each a preset "
+                        "or YAML with optional overrides, e.g. pos=default,prior.t0=0.7 "
+                        "(default: default paper)")
+    p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
+                   help="subset of swd fd coherence completeness copy32 copy64 (default all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set sampler.steps=10 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="first generation seed (default 0)")
@@ -84,13 +95,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=REPO / "benchmarks" / "results",
                    help="where NAME.md and NAME.json go (default benchmarks/results)")
     p.add_argument("--name", default="quality", help="output file stem (default quality)")
+    p.add_argument("--save-samples", action="store_true",
+                   help="also write every sample to OUT_DIR/NAME_samples/SET/LABEL/ (PNG) for "
+                        "a contact sheet: gigapatch eval REF SAMPLES... --sheet")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
     if args.peers_only and args.no_peers:
         p.error("--peers-only and --no-peers exclude each other")
     if args.num_samples < 1:
         p.error("-n must be >= 1")
+    if args.config is not None:
+        args.configs = [args.config]
     return args
+
+
+def parse_configs(items: list[str], overrides: list[str]) -> list[tuple[str, Any, list[str]]]:
+    """(label, Config, overrides) of each ``[LABEL=]PRESET[,KEY=VALUE...]``; --set applies to
+    all."""
+    from gigapatch.config import load_config
+
+    out = []
+    for item in items:
+        label, spec = "", item
+        if "=" in item.split(",")[0]:
+            label, spec = item.split("=", 1)
+        preset, *keys = spec.split(",")
+        label = label or Path(preset).stem
+        ovr = list(overrides) + keys
+        out.append((label, load_config(preset, ovr), [preset] + ovr))
+    return out
 
 
 def collect_sets(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
@@ -184,7 +217,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             s for r in recs for s in r.get("gen_seconds", [])
         )
         out.append(row)
-    order = {"gigapatch": 0, "GPNN": 1, "SinGAN": 2}
+    order = {"gigapatch": 0, "gigapatch:default": 0, "gigapatch:paper": 1, "GPNN": 2,
+             "SinGAN": 3}
     set_order = {n: i for i, n in enumerate(dict.fromkeys(r["set"] for r in records))}
     out.sort(key=lambda r: (set_order.get(r["set"], 99), order.get(r["method"], 9), r["method"]))
     return out
@@ -210,11 +244,13 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "over its samples. Peers have one published sample per image (no diversity). "
         "Lower is better for SWD, FD, coherence and completeness; copy rates measure "
         "verbatim copying of 32/64 px windows (lower = more novel); pixel diversity is "
-        "SinGAN's (0 = all samples identical).",
+        "SinGAN's (0 = all samples identical); novelty is the worst 16 px block's distance "
+        "to any reference block in colour layout and high-frequency energy (region_novelty; "
+        "high = a region the reference has nothing like: grey mush).",
         "",
         "| set | method | images | N | SWD | patch FD | coherence | completeness | copy32 | "
-        "copy64 | pixel div. | pairwise SWD | s/sample |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "copy64 | novelty | pixel div. | pairwise SWD | s/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary:
         lines.append(
@@ -224,6 +260,15 @@ def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{_cell(r['gen_seconds_per_sample'], 3)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _save(args: argparse.Namespace, set_name: str, ref: Path, label: str, seed: int,
+          img: np.ndarray) -> None:
+    from gigapatch.storage import write_image
+
+    d = args.out_dir / f"{args.name}_samples" / set_name / label
+    d.mkdir(parents=True, exist_ok=True)
+    write_image(d / f"{ref.parent.name}_{ref.stem}_s{seed}.png", img)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -243,15 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     from gigapatch.metrics import evaluate
     from gigapatch.storage import read_image
 
+    from gigapatch.metrics import DEFAULT_METRICS
+    from gigapatch.metrics.regions import region_novelty
+
     sets = collect_sets(args)
-    cfg = None
+    configs: list[tuple[str, Any, list[str]]] = []
     generate = None
+    metrics = tuple(args.metrics or DEFAULT_METRICS)
     if not args.peers_only:
         import gigapatch
-        from gigapatch.config import load_config
 
         generate = gigapatch.generate
-        cfg = load_config(args.config, list(args.overrides))
+        configs = parse_configs(args.configs, args.overrides)
 
     records: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -260,10 +308,12 @@ def main(argv: list[str] | None = None) -> int:
             ref = limit_side(to_rgb_float(read_image(ref_path, what="reference")[0]), args.max_side)
             base = {"set": set_name, "image": ref_path.name, "reference": str(ref_path),
                     "size": [ref.shape[1], ref.shape[0]]}
-            if generate is not None:
+            for label, cfg, _ in configs:
                 _log(f"[{set_name} {i + 1}/{len(refs)}] {ref_path.name}: generating "
-                     f"{args.num_samples} sample(s) of {ref.shape[1]}x{ref.shape[0]}", args.quiet)
-                rec: dict[str, Any] = {**base, "method": "gigapatch", "n_samples": args.num_samples}
+                     f"{args.num_samples} sample(s) of {ref.shape[1]}x{ref.shape[0]} ({label})",
+                     args.quiet)
+                method = "gigapatch" if len(configs) == 1 else f"gigapatch:{label}"
+                rec: dict[str, Any] = {**base, "method": method, "n_samples": args.num_samples}
                 try:
                     samples, secs = [], []
                     for k in range(args.num_samples):
@@ -271,8 +321,13 @@ def main(argv: list[str] | None = None) -> int:
                         out = generate(ref, seed=args.seed + k, config=cfg, device=args.device)
                         secs.append(time.perf_counter() - t0)
                         samples.append(np.asarray(out, dtype=np.float32))
+                        if args.save_samples:
+                            _save(args, set_name, ref_path, label, args.seed + k, out)
                     rep = evaluate(ref, samples, names=[f"seed {args.seed + k}" for k in range(len(samples))],
-                                   seed=args.metric_seed, device=args.metrics_device)
+                                   metrics=metrics, seed=args.metric_seed,
+                                   device=args.metrics_device)
+                    for row, smp in zip(rep["samples"], samples):
+                        row["novelty"] = region_novelty(ref, smp).max
                     rec.update(score_record(rep, rep["samples"]))
                     rec["diversity"] = rep["diversity"]
                     rec["gen_seconds"] = secs
@@ -290,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             methods = list(peers)
             imgs = [limit_side(to_rgb_float(read_image(peers[m], what=f"{m} sample")[0]), args.max_side)
                     for m in methods]
-            rep = evaluate(ref, imgs, names=methods, diversity=False,
+            rep = evaluate(ref, imgs, names=methods, diversity=False, metrics=metrics,
                            seed=args.metric_seed, device=args.metrics_device)
-            for m, row in zip(methods, rep["samples"]):
+            for m, row, img in zip(methods, rep["samples"], imgs):
+                row["novelty"] = region_novelty(ref, img).max
                 rec = {**base, "method": m, "n_samples": 1, "peer_file": str(peers[m])}
                 rec.update(score_record(rep, [row]))
                 rec["diversity"] = {"pixel": None, "pairwise_swd": None}
@@ -300,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = aggregate(records)
     meta = {
-        "config": str(args.config or "default"),
+        "config": ", ".join(f"{lab}: {' '.join(o)}" for lab, _, o in configs) or "none",
         "overrides": list(args.overrides),
+        "metrics": list(metrics),
         "num_samples": 0 if args.peers_only else args.num_samples,
         "seed": args.seed,
         "metric_seed": args.metric_seed,
