@@ -246,3 +246,23 @@ def test_priors_with_a_tileable_output_are_refused():
         with pytest.raises(GigapatchError, match="tileable"):
             load_config(None, ["sampler.tileable=x", item])
     load_config(None, ["sampler.tileable=x"])  # without priors it stays allowed
+
+
+def test_level_cache_keeps_unmerged_prior_levels_apart():
+    """A prior level's index is built without merging duplicates: the level cache must not
+    hand it a merged index built for the same pixels without the prior (or the reverse)."""
+    from gigapatch.diffusion.backends import LevelCache, level_denoiser, level_key
+
+    ref = texture()  # has exact duplicates (a flat corner)
+    assert level_key(ref, "exact", patch_size=5, settings=SETTINGS) != \
+        level_key(ref, "exact", patch_size=5, settings=SETTINGS, merged=False)
+    cache = LevelCache(2**30)
+    prior = PositionPrior((50.0, 50.0), (28, 32), (28, 32), 5)
+    x = rand(3, 28, 32, seed=3)
+    plain = level_denoiser(ref, "exact", patch_size=5, rho=0.2, settings=SETTINGS, cache=cache)
+    with_prior = level_denoiser(ref, "exact", patch_size=5, rho=0.2, settings=SETTINGS,
+                                cache=cache, prior=prior)
+    fresh = level_denoiser(ref, "exact", patch_size=5, rho=0.2, settings=SETTINGS, prior=prior)
+    assert torch.equal(with_prior.bind()(x, 0.5), fresh.bind()(x, 0.5))
+    # the prior level keeps every patch (the flat corner's copies unmerged)
+    assert with_prior.index.size == 24 * 28
