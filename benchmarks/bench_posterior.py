@@ -104,6 +104,10 @@ class _Probe:
                "rel_err_median": float(err.median()), "rel_err_p90": float(err.quantile(0.9)),
                "rmse_median": float(rmse.median()), "ess_median": float(ess.median()),
                "entries": idx.size}
+        if a > 0:  # what the switch from the dictionary reads (diffusion.fast.dictionary_ess)
+            from gigapatch.diffusion.fast import dictionary_ess
+
+            row["dict_ess"] = float(dictionary_ess(self.inner.level, s_))
         if mass is not None:
             row["mass_median"] = float(mass.median())
             row["top1"] = float(top1.float().mean())
@@ -152,7 +156,8 @@ def _summarise_steps(rows: list[dict]) -> list[dict]:
         sel = [r for r in rows if r["level"] == lv and r["step"] == st]
         row = {"level": lv, "step": st, "s": sel[0]["s"], "mode": sel[0]["mode"],
                "n": len(sel)}
-        for k in ("rel_err_median", "rel_err_p90", "rmse_median", "ess_median", "mass_median",
+        for k in ("rel_err_median", "rel_err_p90", "rmse_median", "ess_median", "dict_ess",
+                  "mass_median",
                   "top1", "weight_err_median"):
             vals = [r[k] for r in sel if k in r]
             if vals:

@@ -74,6 +74,14 @@ MUTANTS = [
     Mutant("mult_fast", "multiplicities ignored by the fast backend's candidate weights",
            (("diffusion/fast.py", "* inv2s2 + idx.log_counts[sc]",
              "* inv2s2 + 0 * idx.log_counts[sc]"),)),
+    Mutant("ess_no_mult", "fast backend: the dictionary ESS that ends the broad steps ignores "
+           "the representatives' multiplicities",
+           (("diffusion/fast.py",
+             "w = torch.softmax(logits + dic.log_counts.double().cpu()[None, :], 1)",
+             "w = torch.softmax(logits, 1)"),)),
+    Mutant("ess_ignored", "fast backend: the ESS switch ignored (fixed broad step count)",
+           (("diffusion/fast.py", "or dictionary_ess(lv, s) >= prm.broad_min_ess)",
+             "or True)"),)),
 ]
 BY_NAME = {m.name: m for m in MUTANTS}
 

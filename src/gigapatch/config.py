@@ -88,6 +88,7 @@ class DenoiserConfig:
     pca_dims: int = 32
     dictionary_size: int = 2048
     broad_below_steps: int = 5
+    broad_min_ess: float = 2.0
     prune_tolerance: float = 0.0
     query_stride: int = 2
     probes: int = 4
@@ -102,6 +103,8 @@ class DenoiserConfig:
                "an integer >= 1")
         _check(self.broad_below_steps >= 0, "denoiser.broad_below_steps",
                self.broad_below_steps, "an integer >= 0")
+        _check(self.broad_min_ess >= 0, "denoiser.broad_min_ess", self.broad_min_ess,
+               "a number >= 0 (0: always the first broad_below_steps steps)")
         _check(self.prune_tolerance >= 0, "denoiser.prune_tolerance", self.prune_tolerance,
                "a number >= 0")
         _check(self.query_stride >= 1, "denoiser.query_stride", self.query_stride,

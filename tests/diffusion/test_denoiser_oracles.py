@@ -16,7 +16,8 @@ import torch
 from gigapatch.config import load_config
 from gigapatch.diffusion.backends import make_denoise as _make_denoise
 from gigapatch.diffusion.denoiser import fold_window, image_denoise, posterior_mean_exact
-from gigapatch.diffusion.fast import FastDenoiser, build_fast_level, fast_extra_halo
+from gigapatch.diffusion.fast import (FastDenoiser, build_fast_level, dictionary_ess,
+                                      fast_extra_halo)
 from gigapatch.diffusion.generator import level_halo, sample_level
 from gigapatch.diffusion.noise import INIT_STEP, gaussian_noise
 from gigapatch.diffusion.patch_index import PatchIndex
@@ -178,6 +179,24 @@ def test_image_denoise_reads_exactly_p_minus_1_pixels_around_a_pixel():
     assert level_halo(P, 3, blended=False) == 3 * (P - 1)
 
 
+class _Recording(FastDenoiser):
+    """A fast denoiser that appends each call's mode to ``self.modes``."""
+
+    modes: list = []
+
+    def bind(self, **kw):
+        out = _Recording(self.level, patch_size=self.patch_size, rho=self.rho,
+                         params=self.params, origin=kw["origin"], seed=kw["seed"],
+                         level_id=kw["level"])
+        out.modes = self.modes
+        return out
+
+    def __call__(self, x, s):
+        y = super().__call__(x, s)
+        self.modes.append(self._grid[2])
+        return y
+
+
 @pytest.mark.parametrize("stride", [2, 6])
 def test_fast_window_with_halo_matches_whole_image_and_a_short_halo_does_not(stride):
     """Tiled == whole for the fast backend, with its negative control: the window with
@@ -187,16 +206,25 @@ def test_fast_window_with_halo_matches_whole_image_and_a_short_halo_does_not(str
     steps = 4
     h, w = 64, 70
 
+    lv0 = build_fast_level(idx, pca_dims=6, dictionary_size=32)
+    sig = flow_linear(steps).tolist()
+    # the dictionary up to the step whose reference ESS falls below the threshold (s = 1/3
+    # here), before the step cap (3): the ESS switch is part of what must tile
+    thr = (dictionary_ess(lv0, sig[1]) + dictionary_ess(lv0, sig[2])) / 2
+    modes = []
+
     def run(box):
         lv = build_fast_level(idx, pca_dims=6, dictionary_size=32)
-        dn = FastDenoiser(lv, patch_size=P, rho=0.2, params=replace(
+        dn = _Recording(lv, patch_size=P, rho=0.2, params=replace(
             SETTINGS,
-            candidates=4, broad_steps=1, query_stride=stride, probes=2,
+            candidates=4, broad_steps=3, broad_min_ess=thr, query_stride=stride, probes=2,
             broad_stride=max(2, stride)))
+        dn.modes = modes
         return sample_level(dn, box=box, channels=3, seed=5, level=1,
                             sigmas=flow_linear(steps), eta=0.0)
 
     whole = run((0, 0, h, w))
+    assert modes[:3] == ["mean", "dictionary", "candidates"], modes
     need = level_halo(P, steps, blended=False) + fast_extra_halo(P, stride, steps)
     core = (30, 32, 36, 38)
     diffs = {}

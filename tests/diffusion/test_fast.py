@@ -9,11 +9,11 @@ import torch
 
 from gigapatch.config import load_config
 from gigapatch.diffusion.backends import make_denoise
-from gigapatch.diffusion.fast import (FastDenoiser, build_fast_level, fast_extra_halo,
-                                      query_positions)
+from gigapatch.diffusion.fast import (ESS_PROBES, FastDenoiser, build_fast_level,
+                                      dictionary_ess, fast_extra_halo, query_positions)
 from gigapatch.diffusion.generator import level_halo, sample_level
 from gigapatch.diffusion.patch_index import PatchIndex
-from gigapatch.diffusion.schedules import flow_linear
+from gigapatch.diffusion.schedules import flow_linear, signal_scale
 from gigapatch.pipeline.plan import denoiser_settings
 
 from ..helpers import texture
@@ -81,6 +81,66 @@ def test_deterministic_across_runs_and_threads():
         torch.set_num_threads(threads)
     assert torch.equal(a, b)
     assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_dictionary_ess_is_its_definition():
+    """Oracle: Gaussian likelihoods from squared distances (not the GEMM expansion), the
+    representatives' multiplicities as prior weights, the level's own entries (regular
+    subsample) noised with seed-0 Gaussian noise; ESS = 1 / sum w^2, median over probes."""
+    idx = PatchIndex.from_image(texture(), P)
+    lv = build_fast_level(idx, pca_dims=6, dictionary_size=24)
+    assert lv.dictionary is not lv.index and lv.dictionary.size == 24
+    n, d = idx.patches.shape
+    sel = torch.linspace(0, n - 1, min(ESS_PROBES, n)).round().long().unique()
+    e = torch.randn((sel.numel(), d), generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    y = lv.dictionary.patches.double()
+    mult = lv.dictionary.log_counts.double().exp()
+    assert float(mult.sum()) == pytest.approx(float(idx.log_counts.exp().sum()), rel=1e-6)
+    for s in (0.9, 0.6, 0.3):
+        a = signal_scale(s)
+        x = a * idx.patches[sel].double() + s * e
+        d2 = ((x[:, None, :] - a * y[None]) ** 2).sum(-1)
+        lik = torch.exp(-(d2 - d2.min(1, keepdim=True).values) / (2 * s * s)) * mult
+        w = lik / lik.sum(1, keepdim=True)
+        want = float((1.0 / (w * w).sum(1)).median())
+        assert dictionary_ess(lv, s) == pytest.approx(want, rel=1e-6)
+
+
+def _modes(lv, broad_steps, min_ess, steps=8):
+    dn = FastDenoiser(lv, patch_size=P, rho=0.2, params=replace(
+        SETTINGS, candidates=4, broad_steps=broad_steps, broad_min_ess=min_ess,
+        query_stride=2, probes=2, broad_stride=2))
+    dn = dn.bind(origin=(0, 0), seed=1, level=1)
+    x = torch.randn(3, 24, 26, generator=torch.Generator().manual_seed(3))
+    modes = []
+    for s in flow_linear(steps).tolist():
+        x_hat = dn(x, s)
+        modes.append(dn._grid[2])
+        x = 0.7 * x_hat + 0.3 * x
+    return modes
+
+
+def test_switch_from_the_dictionary_follows_the_reference_ess():
+    """The dictionary is left at the first call whose ``dictionary_ess`` (a function of the
+    level and s only) is below ``broad_min_ess``, or after ``broad_steps`` calls, whichever
+    comes first, and never resumed; ``broad_min_ess = 0`` is the fixed step count."""
+    idx = PatchIndex.from_image(texture(), P)
+    lv = build_fast_level(idx, pca_dims=6, dictionary_size=24)
+    sig = flow_linear(8).tolist()
+    ess = [dictionary_ess(lv, s) for s in sig[1:-1]]
+    assert all(b < a for a, b in zip(ess, ess[1:])), ess  # broad -> narrow
+    thr = (ess[1] + ess[2]) / 2  # steps 1, 2 (s = 0.86, 0.71) above it, step 3 below
+    expect = ["mean", "dictionary", "dictionary"] + ["candidates"] * 5
+    assert _modes(lv, 6, thr) == expect
+    assert _modes(lv, 2, thr) == ["mean", "dictionary"] + ["candidates"] * 6
+    assert _modes(lv, 6, 0.0) == ["mean"] + ["dictionary"] * 5 + ["candidates"] * 2
+    # a threshold between the two values decides it: no window content involved
+    assert _modes(lv, 6, ess[2] * 1.001)[:4] == expect[:4]
+    assert _modes(lv, 6, ess[2] * 0.999)[:4] == ["mean"] + ["dictionary"] * 3
+    # a dictionary that is the whole index is exact: no switch on ESS
+    whole = build_fast_level(idx, pca_dims=6, dictionary_size=10**9)
+    assert _modes(whole, 6, 1e9) == ["mean"] + ["dictionary"] * 5 + ["candidates"] * 2
 
 
 def test_query_positions_global_grid():

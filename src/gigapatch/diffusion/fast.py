@@ -41,7 +41,7 @@ the exact denoiser (to float tolerance).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -95,6 +95,9 @@ class FastLevel:
     members: torch.Tensor
     member_start: torch.Tensor
     member_count: torch.Tensor
+    #: ``dictionary_ess`` per noise level s, filled on first use (a pure function of the
+    #: level and s: every window and thread computes the same value)
+    ess_cache: dict = field(default_factory=dict, repr=False)
 
     def to(self, device: torch.device | str) -> "FastLevel":
         return FastLevel(self.index.to(device), self.mean.to(device), self.basis.to(device),
@@ -134,6 +137,9 @@ def choose_backend(n_queries: int, n_entries: int, dim: int, device: torch.devic
         return "exact"
     return "fast"
 
+
+#: reference patches (a regular subsample of the entries) that ``dictionary_ess`` noises
+ESS_PROBES = 128
 
 #: first late step with ``init="groups"``: the groups of the query's GROUP_REPS nearest
 #: representatives seed it, GROUP_SEEDS entries from each
@@ -242,6 +248,49 @@ def build_fast_level(index: PatchIndex, *, pca_dims: int = 32, dictionary_size: 
         member_start, member_count = start[keep], count[keep]
     return FastLevel(index, mean, basis, proj.to(GEMM_DTYPES[dtype]).contiguous(), proj_sq,
                      dictionary, dict_ids, members, member_start, member_count)
+
+
+@blas_invariant
+def dictionary_ess(level: FastLevel, s: float) -> float:
+    """Median effective size of the dictionary posterior for the level's own patches at s.
+
+    ``ESS_PROBES`` entries (a regular subsample, in positional order) are noised at s,
+    ``x = a y + s e`` with ``e`` from a fixed generator (seed 0, the same on every device),
+    weighted over the dictionary's representatives (with multiplicities, float64 softmax)
+    and each gives ``1 / sum_m w_m^2``; the median is returned (cached per s on the level).
+
+    It depends on the level and s only, never on a window's content, so the switch from
+    the dictionary to candidate search that it decides is the same for every tile.
+
+    Parameters
+    ----------
+    level : FastLevel
+    s : float
+        Noise level (0 < s < 1).
+
+    Returns
+    -------
+    float
+        1 (one representative holds all the mass) to M (uniform over the dictionary).
+    """
+    key = float(s)
+    hit = level.ess_cache.get(key)
+    if hit is not None:
+        return hit
+    idx, dic = level.index, level.dictionary
+    n, d = idx.patches.shape
+    sel = torch.linspace(0, n - 1, min(ESS_PROBES, n)).round().long().unique()
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn((sel.numel(), d), generator=gen, dtype=torch.float64)
+    a = signal_scale(s)
+    y = idx.patches[sel.to(idx.patches.device)].double().cpu()
+    x = a * y + s * e
+    keys = dic.patches.double().cpu()
+    logits = (2.0 * a * (x @ keys.T) - a * a * (keys * keys).sum(1)[None, :]) / (2.0 * s * s)
+    w = torch.softmax(logits + dic.log_counts.double().cpu()[None, :], 1)
+    ess = float((1.0 / (w * w).sum(1)).median())
+    level.ess_cache[key] = ess
+    return ess
 
 
 # --------------------------------------------------------------------------- query grid
@@ -356,6 +405,7 @@ class FastDenoiser:
 
     def _reset(self) -> None:
         self._step = 0
+        self._broad = True
         self._last_s = math.inf
         self._cand: torch.Tensor | None = None
         self._grid: tuple | None = None
@@ -373,7 +423,13 @@ class FastDenoiser:
         a = signal_scale(s)
         lv = self.level
         prm = self.params
-        broad = step < prm.broad_steps
+        # the dictionary while the step count allows and the level's posterior is still
+        # broad (``dictionary_ess``: global per level and s); once left, never again
+        a_pos = 0.0 < a
+        # (a dictionary that is the whole index is exact at any ESS)
+        self._broad = broad = self._broad and step < prm.broad_steps and (
+            not a_pos or prm.broad_min_ess <= 0 or lv.dictionary is lv.index
+            or dictionary_ess(lv, s) >= prm.broad_min_ess)
         g = prm.query_stride
         if broad or a == 0.0:
             g = max(g, prm.broad_stride)

@@ -21,7 +21,8 @@ __all__ = ["DenoiserSettings", "CONFIG_FIELDS"]
 CONFIG_FIELDS = {
     "backend": "backend", "dtype": "dtype", "memory_budget_mb": "memory_budget_mb",
     "candidates": "candidates", "pca_dims": "pca_dims", "dictionary_size": "dictionary_size",
-    "broad_steps": "broad_below_steps", "prune_tolerance": "prune_tolerance",
+    "broad_steps": "broad_below_steps", "broad_min_ess": "broad_min_ess",
+    "prune_tolerance": "prune_tolerance",
     "query_stride": "query_stride", "probes": "probes", "index_budget_mb": "index_budget_mb",
 }
 
@@ -45,7 +46,12 @@ class DenoiserSettings:
         dictionary size, query grid step, random probes per query and step.
     broad_steps : int
         Fast backend: the first ``broad_steps`` calls use the dictionary (config key
-        ``broad_below_steps``).
+        ``broad_below_steps``), at most: see ``broad_min_ess``.
+    broad_min_ess : float
+        Fast backend: a level leaves the dictionary for good at the first call whose
+        noise level ``s`` gives a median dictionary ESS below this, measured on the level's
+        own reference patches noised at ``s`` (``diffusion.fast.dictionary_ess``): global
+        per level, never from a window's content, so every tile switches at the same step.
     prune_tolerance : float
         Merge reference patches closer than this (0: keep all).
     index_budget_mb : int
@@ -65,6 +71,7 @@ class DenoiserSettings:
     pca_dims: int
     dictionary_size: int
     broad_steps: int
+    broad_min_ess: float
     prune_tolerance: float
     query_stride: int
     probes: int
