@@ -7,7 +7,9 @@ full reference size, 186x248, finest level: an effective 700-23000 patches for s
 narrow after them (docs/method.md#fast-backend). So the fast backend splits the schedule:
 
 * ``a = 0`` (s = 1): the answer is the multiplicity-weighted mean patch (exact).
-* broad steps (the first ``broad_steps`` calls): exact posterior mean against a small
+* broad steps (at most the first ``broad_steps`` calls, and only while the level's own
+  reference patches noised at s keep a median dictionary ESS >= ``broad_min_ess``:
+  ``dictionary_ess``, global per level): exact posterior mean against a small
   *dictionary*: ``dictionary_size`` representatives spread over the level (a regular
   subsample of the entries), each with the multiplicity of the entries nearest to it in
   the reduced (PCA) space. The dictionary equals the index when the index is small enough.
@@ -54,7 +56,7 @@ from .schedules import signal_scale
 from .settings import DenoiserSettings
 
 __all__ = ["FastLevel", "FastDenoiser", "build_fast_level", "fast_extra_halo",
-           "query_positions", "grid_unfold", "grid_fold", "choose_backend"]
+           "query_positions", "grid_unfold", "grid_fold", "choose_backend", "dictionary_ess"]
 
 
 @dataclass(frozen=True, eq=False)
