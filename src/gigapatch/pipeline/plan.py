@@ -271,7 +271,7 @@ def resolve_tile(tile: int | str, halos: list[int], *, max_overhead: float,
             while t > 512 and (t + 2 * halo) ** 2 * window_bytes_per_px > memory_bytes:
                 t -= 512
         if t != best:
-            log.warning("tile auto: %d (halo cost %.2f) would need ~%.1f GiB per tile window; "
+            log.info("tile auto: %d (halo cost %.2f) would need ~%.1f GiB per tile window; "
                         "using %d (halo cost %.2f) to stay within %.1f GiB "
                         "(tiling.window_memory_mb)", best, (1 + 2 * halo / best) ** 2,
                         (best + 2 * halo) ** 2 * window_bytes_per_px / 2**30, t,
