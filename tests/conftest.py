@@ -45,6 +45,12 @@ def balloons() -> np.ndarray:
     return a
 
 
+@pytest.fixture(scope="session")
+def ref_u8(balloons: np.ndarray) -> np.ndarray:
+    """A 24x20 uint8 RGB crop of balloons (rows 40-60, cols 60-84): the input tests' image."""
+    return np.rint(balloons[40:60, 60:84] * 255).astype(np.uint8)
+
+
 @pytest.fixture
 def tiny_config():
     """The TINY sampler settings as a Config."""

@@ -12,17 +12,9 @@ from PIL import Image
 
 import gigapatch
 from gigapatch.errors import GigapatchError
-from gigapatch.storage import read_image
 
-DATA = Path(__file__).parent / "data"
 CHEAP = ["--set", "sampler.patch_size=5", "--set", "sampler.steps=2"]
 RNG = np.random.default_rng(3)
-
-
-@pytest.fixture(scope="module")
-def ref_u8() -> np.ndarray:
-    a, _ = read_image(DATA / "balloons.png")
-    return np.rint(a[40:60, 60:84] * 255).astype(np.uint8)  # (20, 24, 3)
 
 
 def _cheap():

@@ -15,18 +15,11 @@ from PIL import Image, ImageOps
 
 from gigapatch.storage import read_image
 
-from ..helpers import DATA
 from .runner import assert_user_error as _assert_user_error
 from .runner import run as _run
 
 CHEAP = ["--set", "sampler.patch_size=5", "--set", "sampler.steps=2"]
 RNG = np.random.default_rng(3)
-
-
-@pytest.fixture(scope="module")
-def ref_u8() -> np.ndarray:
-    a, _ = read_image(DATA / "balloons.png")
-    return np.rint(a[40:60, 60:84] * 255).astype(np.uint8)  # (20, 24, 3)
 
 
 # ------------------------------------------------------------------------------ CLI
