@@ -122,6 +122,8 @@ class PriorConfig:
     position_axes: Literal["y", "xy"] = "y"
     position_levels: int = 1
     t0: float = 1.0
+    usage_strength: float = 0.0
+    usage_levels: int = 1
 
     def validate(self) -> None:
         _check(self.position_strength >= 0 and math.isfinite(self.position_strength),
@@ -131,6 +133,11 @@ class PriorConfig:
                "an integer >= 1 (how many of the coarsest levels)")
         _check(0.0 < self.t0 <= 1.0, "prior.t0", self.t0,
                "a number in (0, 1] (1 = pure noise; for t0 = 0 use sampler.mode=retarget)")
+        _check(self.usage_strength >= 0 and math.isfinite(self.usage_strength),
+               "prior.usage_strength", self.usage_strength,
+               "a number >= 0 (0 = off; 1 halves the weight of a patch used once)")
+        _check(self.usage_levels >= 1, "prior.usage_levels", self.usage_levels,
+               "an integer >= 1 (how many of the coarsest levels)")
 
 
 @dataclass(frozen=True)
@@ -272,10 +279,12 @@ class Config:
         _check(self.prior.t0 > self.sampler.s_min, "prior.t0", self.prior.t0,
                f"a number above sampler.s_min={self.sampler.s_min}")
         _check(self.sampler.tileable == "none"
-               or (self.prior.position_strength == 0 and self.prior.t0 == 1.0),
+               or (self.prior.position_strength == 0 and self.prior.t0 == 1.0
+                   and self.prior.usage_strength == 0),
                "sampler.tileable", self.sampler.tileable,
                "none when a prior is on (a tileable output has no place for a position prior "
-               "or a resized-reference start); set prior.position_strength=0 and prior.t0=1")
+               "or a resized-reference start, and no usage pilot); set "
+               "prior.position_strength=0, prior.t0=1 and prior.usage_strength=0")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -47,3 +47,28 @@ def test_tiled_equals_whole_with_priors_on(tmp_path, monkeypatch):
     monkeypatch.setattr(FastDenoiser, "_query_coords", local_coords)
     _run(ref, cfg, tmp_path / "bad", tile=64, workers=1, tiled=True)
     assert np.abs(read_result(tmp_path / "bad") - whole).max() > 2e-2
+
+
+USAGE = ["prior.usage_strength=3", "prior.usage_levels=3"]
+
+
+def test_tiled_equals_whole_with_usage_on(tmp_path, monkeypatch):
+    """The usage prior on every level (exact, exact, fast): each tile weighs the entries by
+    the counts of the WHOLE level's pilot, so tiles match the whole image. Negative
+    control: counts from the tile's own window (a tile-local pilot) break the equality."""
+    from gigapatch.api import generate
+    from gigapatch.pipeline import read_result, tasks
+
+    ref = ((texture(40, 44) + 1) / 2).permute(1, 2, 0).numpy()
+    cfg = load_config("default", OVERRIDES + USAGE)
+    whole = generate(ref, size=SIZE, seed=SEED, config=cfg, device="cpu")
+    plain = generate(ref, size=SIZE, seed=SEED, config=load_config("default", OVERRIDES),
+                     device="cpu")
+    assert np.abs(whole - plain).max() > 0.2  # the usage term changes the image
+    res = _run(ref, cfg, tmp_path / "run", tile=64, workers=1, tiled=True)
+    assert res.plan.grids[1].shape != (1, 1) and res.plan.grids[-1].shape == (3, 3)
+    assert [lv.backend for lv in res.plan.levels] == ["exact", "exact", "fast"]
+    assert np.array_equal(quantise(read_result(tmp_path / "run"), 8), quantise(whole, 8))
+    monkeypatch.setattr(tasks, "_pilot_window", lambda window, hw: window)
+    _run(ref, cfg, tmp_path / "bad", tile=64, workers=1, tiled=True)
+    assert np.abs(read_result(tmp_path / "bad") - whole).max() > 2e-2

@@ -8,6 +8,7 @@ here, so a tile runs exactly the denoiser the whole image would.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -15,18 +16,19 @@ from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
 import torch
+import torch.nn.functional as F
 
 from .denoiser import image_denoise, posterior_mean
 from .fast import FastLevel, build_fast_level, choose_backend, make_fast_denoise
 from .levels import patch_count
 from .patch_index import PatchIndex
-from .priors import PairBias, PositionPrior
+from .priors import PairBias, PositionPrior, usage_counts, usage_log_weights
 from .sampling import Denoise
 from .schedules import signal_scale
 from .settings import DenoiserSettings
 
 __all__ = ["level_backend", "make_denoise", "level_denoiser", "index_entries", "LevelCache",
-           "level_key"]
+           "level_key", "reweighted"]
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +243,45 @@ def _fast_level_bytes(fl: FastLevel | None) -> int:
     return extra + (0 if fl.dictionary is fl.index else fl.dictionary.nbytes)
 
 
+def reweighted(index: PatchIndex, fast: FastLevel | None, log_counts: torch.Tensor) \
+        -> tuple[PatchIndex, FastLevel | None]:
+    """The same entries with other log multiplicities (the usage prior, ``priors``).
+
+    The fast level keeps its reduced space and candidate groups; its dictionary's
+    representatives weigh the new multiplicities of their groups (as ``build_fast_level``
+    sums the old ones), and its ESS cache starts empty.
+
+    Parameters
+    ----------
+    index : PatchIndex
+    fast : FastLevel or None
+        ``index``'s fast precomputation.
+    log_counts : Tensor, shape (N,)
+
+    Returns
+    -------
+    (PatchIndex, FastLevel or None)
+    """
+    idx = dataclasses.replace(index, log_counts=log_counts.to(index.log_counts.device))
+    if fast is None:
+        return idx, None
+    if fast.dictionary is fast.index:
+        dic = idx
+    else:
+        groups = torch.repeat_interleave(
+            torch.arange(fast.member_count.numel(), device=fast.members.device),
+            fast.member_count)
+        mult = torch.zeros(fast.member_count.numel(), dtype=torch.float64,
+                           device=fast.members.device)
+        mult.index_add_(0, groups, idx.log_counts.double().exp()[fast.members])
+        dic = dataclasses.replace(fast.dictionary, log_counts=mult.log().to(torch.float32))
+    return idx, dataclasses.replace(fast, index=idx, dictionary=dic, ess_cache={})
+
+
 def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rho: float,
                    settings: DenoiserSettings, cache: LevelCache | None = None,
-                   prior: PositionPrior | None = None) -> Denoise:
+                   prior: PositionPrior | None = None, usage_strength: float = 0.0,
+                   pilot: Callable[[Denoise], torch.Tensor] | None = None) -> Denoise:
     """The image denoiser of one level, from the reference pyramid's level.
 
     Parameters
@@ -262,6 +300,12 @@ def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rh
     prior : PositionPrior, optional
         The level's position prior (``PriorSettings.position_prior``). Its level keeps
         every patch as its own entry (no merging: each copy has its own position).
+    usage_strength : float
+        lambda_u of the usage prior (``priors``); > 0 needs ``pilot``.
+    pilot : callable, optional
+        ``pilot(denoise) -> (C, h, w)``: the WHOLE level sampled with the usage-free
+        denoiser (same seed, start and coarser level as the real pass); its patches give
+        the usage counts, and the returned denoiser weighs the entries by them.
     """
     def build() -> tuple[PatchIndex, FastLevel | None]:
         c = ref_level.shape[0]
@@ -288,5 +332,17 @@ def level_denoiser(ref_level: torch.Tensor, backend: str, *, patch_size: int, rh
             level_key(ref_level, backend, patch_size=patch_size, settings=settings,
                       merged=prior is None), build,
             lambda v: v[0].nbytes + _fast_level_bytes(v[1]))
+    denoise = make_denoise(index, patch_size=patch_size, rho=rho, backend=backend,
+                           settings=settings, fast_level=fast, prior=prior)
+    if usage_strength <= 0:
+        return denoise
+    if pilot is None:
+        raise ValueError("a usage prior needs a pilot sample of the level")
+    x = pilot(denoise)
+    queries = F.unfold(x[None].to(torch.float32), kernel_size=patch_size)[0].T
+    counts = usage_counts(queries, index.patches, index.log_counts,
+                          memory_budget_mb=settings.memory_budget_mb)
+    index, fast = reweighted(index, fast,
+                             usage_log_weights(counts, index.log_counts, usage_strength))
     return make_denoise(index, patch_size=patch_size, rho=rho, backend=backend,
                         settings=settings, fast_level=fast, prior=prior)

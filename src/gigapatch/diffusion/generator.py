@@ -266,19 +266,31 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
         pos = None if prior is None else prior.position_prior(
             lv.level, out_hw=lv.out_hw, ref_hw=tuple(ref_pyr[lv.level].shape[1:]),
             patch_size=patch_size)
-        denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
-                                 rho=rho, settings=settings, cache=cache, prior=pos)
-        if wrap:
-            denoise = PeriodicDenoiser(denoise, patch_size, wrap)
-        if mirror:
-            denoise = MirroredDenoiser(denoise, mirror)
         coarse_up = None if prev is None else periodic_up2(prev, wrap)[:, :h, :w] if wrap \
             else upsample_to_box(prev, (0, 0), box)
-        prev = sample_level(denoise, box=box, channels=channels, seed=seed, level=lv.level,
-                            sigmas=level_sigmas(sigmas, lv.level, prior), eta=eta,
-                            coarse_up=coarse_up, device=ref.device,
-                            callback=(lambda i, lv=lv: progress(lv, 1)) if progress else None,
-                            wrap=wrap, period=(h if wrap.y else 0, w if wrap.x else 0),
-                            start=level_start(ref_pyr[0], lv.out_hw, lv.level, prior, box))
+
+        def wrapped(d: Denoise) -> Denoise:
+            if wrap:
+                d = PeriodicDenoiser(d, patch_size, wrap)
+            if mirror:
+                d = MirroredDenoiser(d, mirror)
+            return d
+
+        def run(d: Denoise, lv: Level = lv, coarse_up=coarse_up, box: Window = box,
+                callback: Callable[[int], None] | None = None) -> torch.Tensor:
+            return sample_level(wrapped(d), box=box, channels=channels, seed=seed,
+                                level=lv.level, sigmas=level_sigmas(sigmas, lv.level, prior),
+                                eta=eta, coarse_up=coarse_up, device=ref.device,
+                                callback=callback, wrap=wrap,
+                                period=(h if wrap.y else 0, w if wrap.x else 0),
+                                start=level_start(ref_pyr[0], lv.out_hw, lv.level, prior, box))
+
+        usage = prior is not None and prior.usage_on(lv.level)
+        denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
+                                 rho=rho, settings=settings, cache=cache, prior=pos,
+                                 usage_strength=prior.usage_strength if usage else 0.0,
+                                 pilot=run if usage else None)
+        prev = run(denoise,
+                   callback=(lambda i, lv=lv: progress(lv, 1)) if progress else None)
         outs.append(prev)
     return outs

@@ -19,7 +19,20 @@ that prior, both additive in the posterior's logit:
   level t0, ``x = (1 - t0) ref + t0 e``, and runs its T steps from s = t0 down
   (t0 = 1 is the paper's pure-noise start).
 
-A usage (completeness) term is not implemented (docs/method.md#composition-priors).
+* **usage prior** (completeness): reference entries the sample already uses many times
+  lose weight, so content it has not shown yet gets its turn::
+
+      logit_j += -lambda_u log(1 + c_j / n_j)
+
+  with c_j the usage of entry j (n_j merged copies) in a PILOT sample of the same level:
+  the level sampled once over its whole size without the usage term (same seed, noise,
+  start and coarser level), and every one of the pilot's patches x_q shared among the
+  entries by a soft nearest-neighbour rule (:func:`usage_counts`). The counts are global
+  per level (a tile computes the same whole-level pilot), so tiles stay exact; the term is
+  per entry, so it is folded into the entries' log multiplicities and every backend (exact,
+  fused, fast: mean, dictionary, candidates) applies it unchanged
+  (:func:`usage_log_weights`). Two copies of a patch with counts c1, c2 get posterior
+  weights in the ratio ((1 + c2) / (1 + c1))^lambda_u.
 """
 
 from __future__ import annotations
@@ -30,7 +43,13 @@ import torch
 
 from .schedules import flow_linear
 
-__all__ = ["PriorSettings", "PositionPrior", "PairBias", "noised_start", "level_sigmas"]
+__all__ = ["PriorSettings", "PositionPrior", "PairBias", "noised_start", "level_sigmas",
+           "usage_counts", "usage_log_weights", "USAGE_TAU"]
+
+#: per-pixel RMS bandwidth ([-1, 1] scale) of the usage count's soft nearest-neighbour rule:
+#: a pilot patch counts for the entries within ~USAGE_TAU RMS of its nearest one, shared by
+#: softmax (continuous in the pilot: tiny differences change the counts only a little)
+USAGE_TAU = 0.02
 
 
 @dataclass(frozen=True)
@@ -48,12 +67,23 @@ class PriorSettings:
         The prior applies on this many of the coarsest levels.
     t0 : float
         Noise level the coarsest level starts from, in (s_min, 1]; 1 = pure noise.
+    usage_strength : float
+        lambda_u >= 0 of the usage prior; 0 turns it off (no pilot pass).
+    usage_levels : int
+        The usage prior applies on this many of the coarsest levels (each costs a pilot
+        pass of the whole level).
     """
 
     position_strength: float = 0.0
     position_axes: str = "y"
     position_levels: int = 1
     t0: float = 1.0
+    usage_strength: float = 0.0
+    usage_levels: int = 1
+
+    def usage_on(self, level: int) -> bool:
+        """Whether the usage prior applies on pyramid level ``level`` (0 = coarsest)."""
+        return self.usage_strength > 0 and level < self.usage_levels
 
     def position_on(self, level: int) -> bool:
         """Whether the position prior applies on pyramid level ``level`` (0 = coarsest)."""
@@ -166,3 +196,69 @@ def noised_start(clean: torch.Tensor, noise: torch.Tensor, t0: float) -> torch.T
     if t0 >= 1.0:
         return noise
     return (1.0 - t0) * clean + t0 * noise
+
+
+def usage_counts(queries: torch.Tensor, patches: torch.Tensor, log_counts: torch.Tensor, *,
+                 tau: float = USAGE_TAU, memory_budget_mb: float = 1024) -> torch.Tensor:
+    """Soft usage of each entry by a set of (pilot) patches.
+
+    ``c_j = sum_q softmax_j(-|x_q - y_j|^2 / (2 D tau^2) + log n_j)``: each query patch
+    is one use, shared among the entries nearest to it (all its weight on its nearest
+    entry unless others are within ~tau RMS per pixel; merged copies share it in
+    proportion to n_j). float64, queries in chunks within the memory budget.
+
+    Parameters
+    ----------
+    queries : Tensor, shape (M, D)
+        The pilot's patches x_q.
+    patches : Tensor, shape (N, D)
+        The entries y_j.
+    log_counts : Tensor, shape (N,)
+        log n_j.
+    tau : float
+        Per-pixel RMS bandwidth (> 0).
+    memory_budget_mb : float
+
+    Returns
+    -------
+    Tensor, shape (N,), float64
+        Sums to M.
+    """
+    m, d = queries.shape
+    n = patches.shape[0]
+    y = patches.to(torch.float64)
+    ysq = (y * y).sum(1)
+    lc = log_counts.to(torch.float64)
+    inv = 1.0 / (2.0 * d * tau * tau)
+    out = torch.zeros(n, dtype=torch.float64, device=patches.device)
+    rows = max(1, min(m, int(memory_budget_mb * 2**20) // max(1, 16 * n + 8 * d)))
+    for q0 in range(0, m, rows):
+        x = queries[q0:q0 + rows].to(torch.float64).to(patches.device)
+        # -|x - y|^2 up to the per-query |x|^2 (softmax-invariant)
+        logits = (2.0 * (x @ y.T) - ysq[None, :]) * inv + lc[None, :]
+        out += torch.softmax(logits, 1).sum(0)
+    return out
+
+
+def usage_log_weights(counts: torch.Tensor, log_counts: torch.Tensor, strength: float) \
+        -> torch.Tensor:
+    """The entries' log multiplicities with the usage term: ``log n_j - lambda log(1 +
+    c_j / n_j)`` (c_j / n_j: the usage of one copy of a merged entry; an entry of n copies
+    weighs as the n copies would, each with its share of the count).
+
+    Parameters
+    ----------
+    counts : Tensor, shape (N,)
+        c_j (:func:`usage_counts`).
+    log_counts : Tensor, shape (N,)
+        log n_j.
+    strength : float
+        lambda_u >= 0.
+
+    Returns
+    -------
+    Tensor, shape (N,), float32
+    """
+    lc = log_counts.to(torch.float64)
+    per_copy = counts.to(torch.float64).to(lc.device) / lc.exp()
+    return (lc - float(strength) * torch.log1p(per_copy)).to(torch.float32)

@@ -33,6 +33,7 @@ from ..storage.runstore import RunStore
 from ..tiling import Box, TileGrid, wrap_pieces
 
 __all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "shared_level_denoiser",
+           "usage_level_denoiser",
            "ProcessCache", "CACHE", "device_turn"]
 
 
@@ -143,6 +144,47 @@ def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
 
 
 
+def _pilot_window(window: tuple[int, int, int, int], hw: tuple[int, int]) \
+        -> tuple[int, int, int, int]:
+    """The window a usage level's pilot samples: the WHOLE level, whatever the tile (the
+    counts are global, so every tile weighs the entries alike)."""
+    return (0, 0, *hw)
+
+
+def usage_level_denoiser(spec: TaskSpec, level: int, device: torch.device, store: RunStore,
+                         window: tuple[int, int, int, int]):
+    """A usage level's denoiser (``diffusion.priors``): the entries weighed by their usage
+    in a pilot sample of ``window`` (``_pilot_window``: the whole level), computed once
+    per (run dir, level, device) exactly as ``generate`` computes it: same seed, start,
+    and the whole coarser level read from the store."""
+    def build():
+        ref = _ref_pyramid(spec, device)[level]
+        lv = spec.levels[level]
+        pos = None if spec.prior is None else spec.prior.position_prior(
+            level, out_hw=lv.out_hw, ref_hw=tuple(ref.shape[1:]), patch_size=spec.patch_size)
+        coarse_up = None
+        if level > 0:
+            chw = spec.levels[level - 1].out_hw
+            cb = Box(*coarse_box_for(window, chw))
+            coarse = torch.from_numpy(store.read(f"levels/{level - 1}", cb)).to(device)
+            coarse_up = upsample_to_box(coarse, (cb.y0, cb.x0), window)
+
+        def pilot(d):
+            return sample_level(d, box=window, channels=spec.channels, seed=spec.seed,
+                                level=level,
+                                sigmas=level_sigmas(flow_linear(spec.steps, spec.s_min),
+                                                    level, spec.prior),
+                                eta=spec.eta, coarse_up=coarse_up, device=device,
+                                start=level_start(_ref_pyramid(spec, device)[0], lv.out_hw,
+                                                  level, spec.prior, window))
+
+        return level_denoiser(ref, lv.backend, patch_size=spec.patch_size, rho=spec.rho,
+                              settings=spec.denoiser, prior=pos,
+                              usage_strength=spec.prior.usage_strength, pilot=pilot)
+
+    return CACHE.get(("usage", spec.run_dir, level, str(device), window), build)
+
+
 def _once(spec: TaskSpec, done_name: str, kind: str, index: int, iy: int, ix: int,
           work: Callable[[RunStore], None]) -> tuple[str, int, int, int, float]:
     """Run ``work(store)`` unless chunk (iy, ix)'s marker in ``done_name`` is set, then set it.
@@ -196,7 +238,11 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
             elif coarse is not None:
                 coarse_up = upsample_to_box(torch.from_numpy(coarse).to(dev), (cb.y0, cb.x0),
                                             win.as_tuple())
-            denoise = shared_level_denoiser(spec, level, dev)
+            if spec.prior is not None and spec.prior.usage_on(level):
+                denoise = usage_level_denoiser(spec, level, dev, store,
+                                               _pilot_window(win.as_tuple(), hw))
+            else:
+                denoise = shared_level_denoiser(spec, level, dev)
             if torus:
                 denoise = PeriodicDenoiser(denoise, spec.patch_size, torus)
             x = sample_level(denoise, box=win.as_tuple(),
