@@ -227,3 +227,166 @@ def test_rolled_layout_is_the_roll_of_the_whole_torus():
         got = _torus_level(index, p, t, hw, coarse, 6, box=(dy, dx, dy + hw[0], dx + hw[1]))
         want = torch.roll(whole, (-dy, -dx), dims=(1, 2))
         assert (got - want).abs().max() < 1e-4, (dy, dx)
+
+
+# ---- the torus's own unfold and fold: each torus patch denoised once ------------------
+
+def _roll_fold_oracle(x, f, p, rho, wrap):
+    """Written out with np.roll: the patch starting at (y0, x0) is the top-left P x P of x
+    rolled by (-y0, -x0); its denoised copy, weighted, is added to the top-left of a
+    zero canvas rolled back by (y0, x0). A torus smaller than P is first laid k x k times
+    (the same torus) and the canvas summed back over its k x k copies."""
+    import numpy as np
+
+    xn = x.double().numpy()
+    c, h, w = xn.shape
+    ky = -(-p // h) if wrap[0] else 1
+    kx = -(-p // w) if wrap[1] else 1
+    big = np.tile(xn, (1, ky, kx))
+    win = fold_window(p, rho).double().numpy()
+    num = np.zeros_like(big)
+    den = np.zeros(big.shape[1:])
+    for y0 in range(h if wrap[0] else h - p + 1):
+        for x0 in range(w if wrap[1] else w - p + 1):
+            patch = np.roll(big, (-y0, -x0), axis=(1, 2))[:, :p, :p]
+            out = f(torch.from_numpy(patch).float().reshape(1, -1)).double().numpy()
+            canvas = np.zeros_like(big)
+            canvas[:, :p, :p] = out.reshape(c, p, p) * win
+            num += np.roll(canvas, (y0, x0), axis=(1, 2))
+            weights = np.zeros(big.shape[1:])
+            weights[:p, :p] = win
+            den += np.roll(weights, (y0, x0), axis=(0, 1))
+    num = num.reshape(c, ky, h, kx, w).sum((1, 3))
+    den = den.reshape(ky, h, kx, w).sum((0, 2))
+    return torch.from_numpy(num / den).float()
+
+
+def _patch_fn(q):
+    """A fixed nonlinear per-patch map (each output pixel depends on the whole patch)."""
+    return torch.tanh(q * 1.7 + q.mean(1, keepdim=True) * 0.5) - q.pow(2) * 0.3
+
+
+@pytest.mark.parametrize("hw,wrap", [((9, 11), (True, True)), ((9, 11), (False, True)),
+                                     ((10, 8), (True, False)), ((3, 4), (True, True))])
+def test_image_denoise_on_a_torus_is_the_rolled_unfold_and_fold(hw, wrap):
+    # kills: the seam's patches denoised twice (the P - 1 pad on both sides: the count
+    # would be (H + P - 1) per wrapped axis instead of H), a wrapped patch read without
+    # the modulo, a fold that does not add the overflow back at the start, a seam copy
+    # taken from the wrong kept row; (3, 4): a torus smaller than the patch (wraps twice)
+    from gigapatch.diffusion.denoiser import image_denoise
+
+    p, rho = 5, 0.4
+    x = rand(2, *hw, seed=12)
+    seen = []
+
+    def f(q, ys, xs):
+        seen.append(torch.stack([ys, xs], 1))
+        return _patch_fn(q)
+
+    got = image_denoise(x, f, p, rho, with_positions=True, wrap=wrap,
+                        memory_budget_mb=0.01)  # several row bands
+    want = _roll_fold_oracle(x, _patch_fn, p, rho, wrap)
+    assert (got - want).abs().max() < 1e-5
+    pos = torch.cat(seen)
+    h, w = hw
+    ny, nx = (h if wrap[0] else h - p + 1), (w if wrap[1] else w - p + 1)
+    assert pos.shape[0] == ny * nx  # every torus patch exactly once
+    assert sorted(map(tuple, pos.tolist())) == [(i, j) for i in range(ny) for j in range(nx)]
+
+
+def test_native_torus_equals_the_padded_torus_bit_for_bit():
+    # the exact backend's own torus (on_torus) and the generic circular pad + crop fold the
+    # same terms in the same order: equal bits, so a tile running past the seam (a plain
+    # window) reproduces the whole torus exactly. kills: a wrap-around fold that adds the
+    # overflow in another order (equal only to rounding: the tiled == whole tests fail)
+    p = 5
+    index = PatchIndex.from_image(rand(3, 14, 14, seed=13), p)
+    x = rand(3, 16, 18, seed=14)
+    plain = make_denoise(index, patch_size=p, rho=0.3)
+    for wrap in (Wrap(y=True, x=True), Wrap(x=True), Wrap(y=True)):
+        native = PeriodicDenoiser(plain, p, wrap)
+        padded = PeriodicDenoiser(lambda v, s: plain(v, s), p, wrap)  # no on_torus: pads
+        assert native.native and not padded.native
+        for s in (0.9, 0.3, 0.01):
+            assert torch.equal(native(x, s), padded(x, s)), (wrap, s)
+
+
+@pytest.mark.parametrize("wrap", [(True, True), (True, False), (False, True)])
+def test_grid_unfold_and_fold_wrap_like_np_roll(wrap):
+    # the fast backend's gather/scatter on a torus, against the np.roll oracle with the
+    # same per-patch map on every stride-1 position; a stride-2 grid covers exactly the
+    # even positions of a wrapped axis. kills: _grid_index without the modulo (out of
+    # range or reading the next row), the fold not wrapping, the wrapped grid keeping the
+    # plain window's "last position" or stopping at n - P
+    from gigapatch.diffusion.fast import grid_fold, grid_unfold, query_positions
+
+    p, rho = 5, 0.4
+    x = rand(2, 9, 12, seed=15)
+    h, w = x.shape[1:]
+    rows = query_positions(0, h, p, 1, wrap=wrap[0])
+    cols = query_positions(0, w, p, 1, wrap=wrap[1])
+    assert rows.tolist() == list(range(h if wrap[0] else h - p + 1))
+    q = grid_unfold(x, rows, cols, p, wrap=wrap)
+    got = grid_fold(_patch_fn(q), rows, cols, p, fold_window(p, rho), (h, w), wrap=wrap)
+    want = _roll_fold_oracle(x, _patch_fn, p, rho, wrap)
+    assert (got - want).abs().max() < 1e-5
+    assert query_positions(0, 12, p, 2, wrap=True).tolist() == [0, 2, 4, 6, 8, 10]
+    assert query_positions(0, 12, p, 2).tolist() == [0, 2, 4, 6, 7]
+
+
+def test_fast_backend_on_a_torus_with_all_candidates_is_the_exact_torus():
+    # with every entry a candidate, stride 1 and the whole index as dictionary the fast
+    # backend is the exact denoiser; on a torus too. kills: the fast backend's torus not
+    # wrapping its queries or its fold (on_torus ignored), neighbours across the seam
+    # propagated with a wrong offset (a wrong candidate is still exact with all of them,
+    # so this checks only the fold and the queries)
+    from dataclasses import replace
+
+    p = 5
+    index = PatchIndex.from_image(rand(3, 12, 12, seed=16), p)
+    params = replace(SETTINGS, candidates=index.size, broad_steps=2, broad_stride=1,
+                     query_stride=1, init="exhaustive", dictionary_size=10**9)
+    fast = _make_denoise(index, patch_size=p, rho=0.3, backend="fast", settings=params)
+    wrap = Wrap(y=True, x=True)
+    den = PeriodicDenoiser(fast, p, wrap).bind(origin=(0, 0), seed=1, level=0,
+                                                period=(10, 14))
+    assert den.native
+    x = rand(3, 10, 14, seed=17)
+    for s in (1.0, 0.7, 0.4, 0.1):
+        got = den(x, s)
+        want = _torus_denoise_oracle(x, index, p, 0.3, s, wrap)
+        assert (got - want).abs().max() < 1e-4, s
+        x = 0.6 * got + 0.4 * x
+
+
+def test_fast_propagation_crosses_the_seam_with_the_short_offset():
+    # on a torus the first grid row's "up" neighbour is the last row, one stride away
+    # across the seam: its candidates arrive shifted by +stride (not by -(H - stride), not
+    # clamped onto the query's own row). kills: clamped neighbours on a wrapped axis, the
+    # plain offset rows[i] - rows[i - 1 mod nr] without the shortest way round
+    from dataclasses import replace
+
+    from gigapatch.diffusion.fast import FastDenoiser, build_fast_level, query_positions
+
+    p = 5
+    index = PatchIndex.from_image(rand(3, 20, 20, seed=18), p, merge_duplicates=False)
+    lv = build_fast_level(index, pca_dims=4, dictionary_size=8)
+    dn = FastDenoiser(lv, patch_size=p, rho=0.3,
+                      params=replace(SETTINGS, candidates=2)).on_torus((True, True))
+    h, w, g = 12, 16, 2
+    rows = query_positions(0, h, p, g, wrap=True)
+    cols = query_positions(0, w, p, g, wrap=True)
+    nr, nc = rows.numel(), cols.numel()
+    # every query's candidates: the entries at reference positions (5, 5) and (6, 7)
+    pmap = index.position_map
+    prev = torch.tensor([[int(pmap[5, 5]), int(pmap[6, 7])]]).repeat(nr * nc, 1)
+    qid = torch.tensor([0, nc - 1])  # grid (0, 0) and (0, nc - 1)
+    out = dn._propagate(prev, qid, rows, cols, (h, w)).reshape(2, 4, 2)
+    pos = index.positions[out]  # (q, neighbour: up, down, left, right, k, 2)
+    # up (the last row, across the seam) and down: shifted by +g and -g rows
+    assert pos[0, 0].tolist() == [[7, 5], [8, 7]]
+    assert pos[0, 1].tolist() == [[3, 5], [4, 7]]
+    # (0, 0)'s left is the last column (across the seam): +g columns; (0, nc-1)'s right
+    # is the first column: -g columns
+    assert pos[0, 2].tolist() == [[5, 7], [6, 9]]
+    assert pos[1, 3].tolist() == [[5, 3], [6, 5]]

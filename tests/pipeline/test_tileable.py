@@ -41,9 +41,9 @@ def test_tiled_tileable_equals_the_whole_torus(ref, whole, tile, tmp_path):
 
 
 def test_tiled_tileable_fast_backend_within_one_level(ref, whole, tmp_path):
-    # the fast backend's candidate search on the whole torus runs on a P-1 circular pad
-    # whose two copies of a seam patch search apart, so a few pixels near the wrap edge
-    # differ by one 8-bit level from the tiles (which see one unrolled plane)
+    # the fast backend's query grid and candidate propagation on the whole torus are the
+    # torus's, a tile's are its window's (plain grid ends, the window's last position), so
+    # a few pixels differ by one 8-bit level from the tiles
     res = _run(ref, _cfg("auto"), tmp_path / "run", tile=64, tiled=True)
     assert "fast" in [lv.backend for lv in res.plan.levels]
     d = np.abs(quantise(read_result(tmp_path / "run"), 8).astype(int)

@@ -98,16 +98,34 @@ def make_denoise(index: PatchIndex, *, patch_size: int, rho: float, backend: str
         return _PositionDenoise(index, prior, patch_size=patch_size, rho=rho, backend=backend,
                                 memory_budget_mb=budget, dtype=dtype)
 
-    def denoise(x: torch.Tensor, s: float) -> torch.Tensor:
+    return _ImageDenoise(index, patch_size=patch_size, rho=rho, backend=backend,
+                         memory_budget_mb=budget, dtype=dtype)
+
+
+class _ImageDenoise:
+    """exact/fused ``denoise(x, s)``: every patch of x denoised and folded back
+    (``image_denoise``); ``on_torus(wrap)``: the same on a torus along the wrapped axes."""
+
+    def __init__(self, index: PatchIndex, *, patch_size: int, rho: float, backend: str,
+                 memory_budget_mb: float, dtype: str,
+                 wrap: tuple[bool, bool] = (False, False)) -> None:
+        self.index, self.wrap = index, wrap
+        self.kw = dict(patch_size=patch_size, rho=rho, backend=backend,
+                       memory_budget_mb=memory_budget_mb, dtype=dtype)
+
+    def on_torus(self, wrap: tuple[bool, bool]) -> "_ImageDenoise":
+        return _ImageDenoise(self.index, wrap=(bool(wrap[0]), bool(wrap[1])), **self.kw)
+
+    def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
         a = signal_scale(s)
+        kw = self.kw
 
         def patches(q: torch.Tensor) -> torch.Tensor:
-            return posterior_mean(q, index, a, s, backend=backend, memory_budget_mb=budget,
-                                  dtype=dtype)
+            return posterior_mean(q, self.index, a, s, backend=kw["backend"],
+                                  memory_budget_mb=kw["memory_budget_mb"], dtype=kw["dtype"])
 
-        return image_denoise(x, patches, patch_size, rho, memory_budget_mb=budget)
-
-    return denoise
+        return image_denoise(x, patches, kw["patch_size"], kw["rho"],
+                             memory_budget_mb=kw["memory_budget_mb"], wrap=self.wrap)
 
 
 class _PositionDenoise:
@@ -115,17 +133,24 @@ class _PositionDenoise:
 
     def __init__(self, index: PatchIndex, prior: PositionPrior, *, patch_size: int,
                  rho: float, backend: str, memory_budget_mb: float, dtype: str,
-                 origin: tuple[int, int] = (0, 0)) -> None:
+                 origin: tuple[int, int] = (0, 0),
+                 wrap: tuple[bool, bool] = (False, False)) -> None:
         if index.positions is None:
             raise ValueError("a position prior needs an index with positions")
-        self.index, self.prior, self.origin = index, prior, origin
+        self.index, self.prior, self.origin, self.wrap = index, prior, origin, wrap
         self.kw = dict(patch_size=patch_size, rho=rho, backend=backend,
                        memory_budget_mb=memory_budget_mb, dtype=dtype)
         self._entries = prior.entry_coords(index.positions)
 
     def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
              period: tuple[int, int] = (0, 0)) -> "_PositionDenoise":
-        return _PositionDenoise(self.index, self.prior, origin=origin, **self.kw)
+        return _PositionDenoise(self.index, self.prior, origin=origin, wrap=self.wrap,
+                                **self.kw)
+
+    def on_torus(self, wrap: tuple[bool, bool]) -> "_PositionDenoise":
+        """The same on a torus along the wrapped axes (``image_denoise(wrap=)``)."""
+        return _PositionDenoise(self.index, self.prior, origin=self.origin,
+                                wrap=(bool(wrap[0]), bool(wrap[1])), **self.kw)
 
     def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
         a = signal_scale(s)
@@ -140,7 +165,8 @@ class _PositionDenoise:
                                   pair_bias=pb)
 
         return image_denoise(x, patches, kw["patch_size"], kw["rho"],
-                             memory_budget_mb=kw["memory_budget_mb"], with_positions=True)
+                             memory_budget_mb=kw["memory_budget_mb"], with_positions=True,
+                             wrap=self.wrap)
 
 
 def level_key(ref_level: torch.Tensor, backend: str, *, patch_size: int,

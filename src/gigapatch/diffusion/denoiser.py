@@ -244,16 +244,26 @@ def fold_window(patch_size: int, rho: float, *, device: torch.device | str = "cp
 
 def image_denoise(x: torch.Tensor, denoise_patches: Callable[..., torch.Tensor],
                   patch_size: int, rho: float, *, memory_budget_mb: float = 1024,
-                  with_positions: bool = False) -> torch.Tensor:
+                  with_positions: bool = False,
+                  wrap: tuple[bool, bool] = (False, False)) -> torch.Tensor:
     """Denoise every overlapping patch of an image and fold them back.
 
-    No padding: pixels near the border are covered by fewer patches and the fold
-    normalises by the window weights that actually cover each pixel.
+    No padding on a plain axis: pixels near the border are covered by fewer patches and the
+    fold normalises by the window weights that actually cover each pixel.
+
+    On a wrapped axis of length ``n`` (a torus, docs/method.md#tileable-and-symmetric-outputs)
+    the ``n`` patches that start at each pixel (running past the end onto the start) are
+    denoised, each once, and folded back around the torus. The fold is that of the image
+    padded circularly by ``P - 1`` on each side, cropped, with the copies past the seam
+    taken from the patches already denoised (the first band's ``P - 1`` copies are denoised
+    before the loop and kept): each pixel's sum has the same terms in the same order as on
+    any window of the torus that contains its patches, so a tile running past the seam
+    reproduces it bit for bit.
 
     Parameters
     ----------
     x : Tensor, shape (C, H, W)
-        Noisy image; H, W >= P.
+        Noisy image; H, W >= P on a plain axis (any size on a wrapped one).
     denoise_patches : callable
         (M, C*P*P) noisy patches -> (M, C*P*P) denoised patches (float32).
     patch_size : int
@@ -263,7 +273,10 @@ def image_denoise(x: torch.Tensor, denoise_patches: Callable[..., torch.Tensor],
         Bound on the patches held at once: the image is processed in row bands.
     with_positions : bool
         Call ``denoise_patches(patches, ys, xs)`` with the patches' top-left corners
-        (M,) int64, local to ``x`` (a position prior needs them).
+        (M,) int64, local to ``x`` (a position prior needs them; ``0 .. n - 1`` on a
+        wrapped axis).
+    wrap : (bool, bool)
+        (y, x): axes on which ``x`` is a whole torus.
 
     Returns
     -------
@@ -271,33 +284,68 @@ def image_denoise(x: torch.Tensor, denoise_patches: Callable[..., torch.Tensor],
     """
     c, h, w = x.shape
     p = patch_size
-    if h < p or w < p:
+    wy, wx = wrap
+    if (h < p and not wy) or (w < p and not wx):
         raise ValueError(f"image {h}x{w} is smaller than the patch size {p}")
+    py, px = (p - 1 if wy else 0), (p - 1 if wx else 0)
+    if py:  # the canvas: the torus padded circularly by P - 1 on each wrapped side
+        x = x.index_select(1, torch.arange(-py, h + py, device=x.device) % h)
+    if px:
+        x = x.index_select(2, torch.arange(-px, w + px, device=x.device) % w)
+    hp, wp = x.shape[1:]
+    n_rows, n_cols = hp - p + 1, wp - p + 1  # the canvas's patch positions
+    # denoised: canvas rows [py, py + h') and columns [px, px + w') (w' = w wrapped, else
+    # w - P + 1: the torus's patches); canvas row r < py is torus row (r - py) mod h, one of
+    # the "seam" rows [seam, py + h), denoised first and kept; a canvas column is
+    # torus column (col - px) mod w
+    n_ucols = w if wx else n_cols
+    seam = max(h, py) if py else n_rows
+    col_of = (torch.arange(n_cols, device=x.device) - px) % w if px else None
     win = fold_window(p, rho, device=x.device)
     win_cols = win.reshape(1, p * p).repeat(c, 1).reshape(c * p * p, 1)  # (C*P*P, 1)
-    num = torch.zeros((c, h, w), dtype=torch.float32, device=x.device)
-    den = torch.zeros((1, h, w), dtype=torch.float32, device=x.device)
-    n_cols = w - p + 1
+    num = torch.zeros((c, hp, wp), dtype=torch.float32, device=x.device)
+    den = torch.zeros((1, hp, wp), dtype=torch.float32, device=x.device)
+
+    def denoised_rows(a: int, b: int) -> torch.Tensor:
+        """The denoised patches of canvas rows a .. b-1 (a >= py): (b - a, w', C*P*P)."""
+        if b <= a:
+            return x.new_empty((0, n_ucols, c * p * p), dtype=torch.float32)
+        band = x[:, a:b + p - 1, px:px + n_ucols + p - 1].unsqueeze(0).to(torch.float32)
+        q = F.unfold(band, kernel_size=p)[0].T.contiguous()  # (L, C*P*P)
+        if with_positions:
+            ys = torch.arange(a - py, b - py, device=x.device).repeat_interleave(n_ucols)
+            xs = torch.arange(n_ucols, device=x.device).repeat(b - a)
+            out = denoise_patches(q, ys, xs)
+        else:
+            out = denoise_patches(q)
+        return out.reshape(b - a, n_ucols, -1)
+
     # one patch row costs its patches, their denoised copies and the weighted copies
     per_row = n_cols * c * p * p * 4 * 4
-    rows = _chunk_rows(int(memory_budget_mb * 2**20) // 2, per_row, h - p + 1)
+    rows = _chunk_rows(int(memory_budget_mb * 2**20) // 2, per_row, n_rows)
+    kept = None
+    if py:
+        kept = torch.cat([denoised_rows(r, min(r + rows, py + h))
+                          for r in range(seam, py + h, rows)])
     ones = None
-    for r0 in range(0, h - p + 1, rows):
-        r1 = min(h - p + 1, r0 + rows)  # patch top rows r0 .. r1-1
-        band = x[:, r0:r1 + p - 1, :].unsqueeze(0).to(torch.float32)
-        cols = F.unfold(band, kernel_size=p)[0]  # (C*P*P, L)
-        if with_positions:
-            ys = torch.arange(r0, r1, device=x.device).repeat_interleave(n_cols)
-            xs = torch.arange(n_cols, device=x.device).repeat(r1 - r0)
-            den_patches = denoise_patches(cols.T.contiguous(), ys, xs)  # (L, C*P*P)
-        else:
-            den_patches = denoise_patches(cols.T.contiguous())  # (L, C*P*P)
-        cols = den_patches.T * win_cols
+    for r0 in range(0, n_rows, rows):
+        r1 = min(n_rows, r0 + rows)  # patch top rows r0 .. r1-1
+        parts = []
+        if r0 < py:  # copies of seam rows before the torus's first row
+            top = torch.arange(r0, min(r1, py), device=x.device)
+            parts.append(kept[(top - py) % h - (seam - py)])
+        parts.append(denoised_rows(max(r0, py), min(r1, seam)))
+        if r1 > seam:
+            parts.append(kept[max(r0, seam) - seam:r1 - seam])
+        den_patches = torch.cat(parts) if len(parts) > 1 else parts[0]  # (r1 - r0, w', D)
+        if col_of is not None:
+            den_patches = den_patches[:, col_of]
+        cols = den_patches.reshape((r1 - r0) * n_cols, -1).T * win_cols
         bh = r1 - r0 + p - 1
-        num[:, r0:r0 + bh] += F.fold(cols.unsqueeze(0), (bh, w), kernel_size=p)[0]
+        num[:, r0:r0 + bh] += F.fold(cols.unsqueeze(0), (bh, wp), kernel_size=p)[0]
         # the window weights of this band's L patches, (1, P*P, L): rebuilt when the band's
         # block count changes (the last band is usually shorter)
         if ones is None or ones.shape[2] != cols.shape[1]:
             ones = win.reshape(p * p, 1).expand(p * p, cols.shape[1]).unsqueeze(0)
-        den[:, r0:r0 + bh] += F.fold(ones, (bh, w), kernel_size=p)[0]
-    return num / den
+        den[:, r0:r0 + bh] += F.fold(ones, (bh, wp), kernel_size=p)[0]
+    return (num / den)[:, py:py + h, px:px + w]

@@ -297,50 +297,65 @@ def dictionary_ess(level: FastLevel, s: float) -> float:
 
 # --------------------------------------------------------------------------- query grid
 
-def query_positions(lo: int, size: int, patch_size: int, stride: int) -> torch.Tensor:
+def query_positions(lo: int, size: int, patch_size: int, stride: int, *,
+                    wrap: bool = False) -> torch.Tensor:
     """Top-left coordinates (local to a window) of the query patches along one axis.
 
     Global multiples of ``stride`` inside the window, plus the window's last patch position
-    so that every pixel is covered.
+    so that every pixel is covered. On a wrapped axis (the window is a whole torus) every
+    pixel may start a patch: the multiples of ``stride`` among all ``size`` pixels.
 
     Parameters
     ----------
     lo : int
         Global coordinate of the window's first pixel.
     size : int
-        Window length (>= P).
+        Window length (>= P on a plain axis).
+    wrap : bool
+        The axis is a torus of length ``size`` (patches run past its end onto its start).
     """
-    last = lo + size - patch_size
     first = -(-lo // stride) * stride
+    if wrap:
+        return torch.arange(first, lo + size, stride, dtype=torch.long) - lo
+    last = lo + size - patch_size
     pos = list(range(first, last + 1, stride))
     if not pos or pos[-1] != last:
         pos.append(last)
     return torch.tensor(pos, dtype=torch.long) - lo
 
 
-def _grid_index(rows: torch.Tensor, cols: torch.Tensor, p: int, width: int) -> torch.Tensor:
+def _grid_index(rows: torch.Tensor, cols: torch.Tensor, p: int, width: int,
+                torus: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Flat pixel indices of the grid's patches (nr*nc*P*P); ``torus``: the (height, width)
+    of a wrapped axis (0: plain), on which a patch's pixels are taken modulo it."""
     o = torch.arange(p, device=rows.device)
-    yy = (rows[:, None] + o[None, :]) * width  # (nr, P)
+    yy = rows[:, None] + o[None, :]  # (nr, P)
+    if torus[0]:
+        yy = yy % torus[0]
+    yy = yy * width
     xx = cols[:, None] + o[None, :]  # (nc, P)
+    if torus[1]:
+        xx = xx % torus[1]
     return (yy[:, None, :, None] + xx[None, :, None, :]).reshape(-1)  # (nr*nc*P*P)
 
 
-def grid_unfold(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, p: int) \
-        -> torch.Tensor:
-    """Patches of ``x`` (C, H, W) at the grid rows x cols: (nr * nc, C * P * P)."""
+def grid_unfold(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, p: int, *,
+                wrap: tuple[bool, bool] = (False, False)) -> torch.Tensor:
+    """Patches of ``x`` (C, H, W) at the grid rows x cols: (nr * nc, C * P * P); on a
+    wrapped axis (y, x) a patch running past the end continues at the start (a torus)."""
     c, h, w = x.shape
     q = rows.numel() * cols.numel()
-    idx = _grid_index(rows, cols, p, w)
+    idx = _grid_index(rows, cols, p, w, (h if wrap[0] else 0, w if wrap[1] else 0))
     vals = x.reshape(c, h * w)[:, idx].reshape(c, q, p * p)
     return vals.permute(1, 0, 2).reshape(q, c * p * p).contiguous()
 
 
 def _fold_into(num: torch.Tensor, den: torch.Tensor, patches: torch.Tensor,
                rows: torch.Tensor, cols: torch.Tensor, p: int, win: torch.Tensor,
-               width: int) -> None:
+               width: int, torus: tuple[int, int] = (0, 0)) -> None:
     q = patches.shape[0]
     c = patches.shape[1] // (p * p)
-    idx = _grid_index(rows, cols, p, width)
+    idx = _grid_index(rows, cols, p, width, torus)
     wv = win.reshape(1, 1, p * p)
     vals = (patches.reshape(q, c, p * p) * wv).permute(1, 0, 2).reshape(c, q * p * p)
     num.index_add_(1, idx, vals)
@@ -348,13 +363,16 @@ def _fold_into(num: torch.Tensor, den: torch.Tensor, patches: torch.Tensor,
 
 
 def grid_fold(patches: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, p: int,
-              win: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Window-weighted average of patches placed at the grid: the image (C, H, W)."""
+              win: torch.Tensor, hw: tuple[int, int], *,
+              wrap: tuple[bool, bool] = (False, False)) -> torch.Tensor:
+    """Window-weighted average of patches placed at the grid: the image (C, H, W); on a
+    wrapped axis (y, x) what runs past the end is added at the start (a torus)."""
     h, w = hw
     c = patches.shape[1] // (p * p)
     num = torch.zeros((c, h * w), dtype=torch.float32, device=patches.device)
     den = torch.zeros((h * w,), dtype=torch.float32, device=patches.device)
-    _fold_into(num, den, patches, rows, cols, p, win, w)
+    _fold_into(num, den, patches, rows, cols, p, win, w,
+               (h if wrap[0] else 0, w if wrap[1] else 0))
     return (num / den.clamp_min(1e-30)).reshape(c, h, w)
 
 
@@ -372,7 +390,8 @@ class FastDenoiser:
     def __init__(self, level: FastLevel, *, patch_size: int, rho: float,
                  params: DenoiserSettings, origin: tuple[int, int] = (0, 0),
                  seed: int = 0, level_id: int = 0, period: tuple[int, int] = (0, 0),
-                 prior: PositionPrior | None = None) -> None:
+                 prior: PositionPrior | None = None,
+                 wrap: tuple[bool, bool] = (False, False)) -> None:
         self.level = level
         self.patch_size = patch_size
         self.rho = rho
@@ -381,6 +400,8 @@ class FastDenoiser:
         self.seed = seed
         self.level_id = level_id
         self.period = period
+        #: (y, x): the window is a whole torus along these axes (``on_torus``)
+        self.wrap = wrap
         # the position prior (diffusion.priors) reweighs the same supports (mean, dictionary,
         # index, candidates) by position; the candidate search itself stays by appearance
         self.prior = prior
@@ -395,7 +416,16 @@ class FastDenoiser:
         are keyed by coordinates modulo it."""
         return FastDenoiser(self.level, patch_size=self.patch_size, rho=self.rho,
                             params=self.params, origin=origin, seed=seed, level_id=level,
-                            period=period, prior=self.prior)
+                            period=period, prior=self.prior, wrap=self.wrap)
+
+    def on_torus(self, wrap: tuple[bool, bool]) -> "FastDenoiser":
+        """The same denoiser on a window that is a whole torus along the wrapped axes
+        (y, x): the query grid covers every pixel of a wrapped axis, patches and the fold
+        wrap past its end, and grid neighbours are neighbours across the seam."""
+        return FastDenoiser(self.level, patch_size=self.patch_size, rho=self.rho,
+                            params=self.params, origin=self.origin, seed=self.seed,
+                            level_id=self.level_id, period=self.period, prior=self.prior,
+                            wrap=(bool(wrap[0]), bool(wrap[1])))
 
     def _query_coords(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor | None:
         """Normalised centres of the grid rows x cols (row-major), or None without prior."""
@@ -435,8 +465,9 @@ class FastDenoiser:
         g = prm.query_stride
         if broad or a == 0.0:
             g = max(g, prm.broad_stride)
-        rows = query_positions(self.origin[0], h, p, g).to(x.device)
-        cols = query_positions(self.origin[1], w, p, g).to(x.device)
+        rows = query_positions(self.origin[0], h, p, g, wrap=self.wrap[0]).to(x.device)
+        cols = query_positions(self.origin[1], w, p, g, wrap=self.wrap[1]).to(x.device)
+        torus = (h if self.wrap[0] else 0, w if self.wrap[1] else 0)
         nr, nc = rows.numel(), cols.numel()
         win = fold_window(p, self.rho, device=x.device)
         x = x.to(torch.float32)
@@ -459,10 +490,11 @@ class FastDenoiser:
         for r0 in range(0, nr, band):
             rb = rows[r0:r0 + band]
             sel = None if cand is None else cand[r0 * nc:(r0 + rb.numel()) * nc]
-            xq = None if mode == "mean" and self.prior is None else grid_unfold(x, rb, cols, p)
+            xq = None if mode == "mean" and self.prior is None else \
+                grid_unfold(x, rb, cols, p, wrap=self.wrap)
             out = self._patch_means(xq, rb.numel() * nc, a, s, mode, sel, budget,
                                     self._query_coords(rb, cols))
-            _fold_into(num, den, out, rb, cols, p, win, w)
+            _fold_into(num, den, out, rb, cols, p, win, w, torus)
         if cand is not None:
             self._cand = cand
         self._grid = (rows, cols, mode, a, s)
@@ -515,7 +547,7 @@ class FastDenoiser:
         nc = cols.numel()
         p = self.patch_size
         x = x.to(torch.float32)
-        xq = torch.cat([grid_unfold(x, rows[i:i + 1], cols[j:j + 1], p)
+        xq = torch.cat([grid_unfold(x, rows[i:i + 1], cols[j:j + 1], p, wrap=self.wrap)
                         for i, j in zip((qid // nc).tolist(), (qid % nc).tolist())], 0)
         cand = self._cand[qid] if mode == "candidates" else None
         budget = int(self.params.memory_budget_mb * 2**20)
@@ -544,17 +576,27 @@ class FastDenoiser:
         return torch.stack(outs, 1) if outs else counter.new_empty((counter.numel(), 0))
 
     def _propagate(self, prev: torch.Tensor, qid: torch.Tensor, rows: torch.Tensor,
-                   cols: torch.Tensor) -> torch.Tensor:
-        """The four grid neighbours' candidates shifted onto queries ``qid``: (q, 4k)."""
+                   cols: torch.Tensor, hw: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """The four grid neighbours' candidates shifted onto queries ``qid``: (q, 4k);
+        ``hw``: the window's size (the torus's, on wrapped axes)."""
         idx = self.level.index
         nr, nc, k = rows.numel(), cols.numel(), prev.shape[1]
         hp, wp = idx.position_map.shape
         i, j = qid // nc, qid % nc
-        ii = torch.stack([(i - 1).clamp_min(0), (i + 1).clamp_max(nr - 1), i, i])  # (4, q)
-        jj = torch.stack([j, j, (j - 1).clamp_min(0), (j + 1).clamp_max(nc - 1)])
+        wy, wx = self.wrap  # on a torus the first and last grid rows/columns are neighbours
+        up, down = ((i - 1) % nr, (i + 1) % nr) if wy else \
+            ((i - 1).clamp_min(0), (i + 1).clamp_max(nr - 1))
+        left, right = ((j - 1) % nc, (j + 1) % nc) if wx else \
+            ((j - 1).clamp_min(0), (j + 1).clamp_max(nc - 1))
+        ii = torch.stack([up, down, i, i])  # (4, q)
+        jj = torch.stack([j, j, left, right])
         nb = prev[ii * nc + jj]  # (4, q, k): each neighbour's candidates
         dy = (rows[i][None, :] - rows[ii])[..., None]
         dx = (cols[j][None, :] - cols[jj])[..., None]
+        if wy:  # the offset across the seam: the shortest way round the torus
+            dy = (dy + hw[0] // 2) % hw[0] - hw[0] // 2
+        if wx:
+            dx = (dx + hw[1] // 2) % hw[1] - hw[1] // 2
         pos = idx.positions[nb]  # (4, q, k, 2)
         py = pos[..., 0] + dy
         px = pos[..., 1] + dx
@@ -573,7 +615,7 @@ class FastDenoiser:
         nr, nc = rows.numel(), cols.numel()
         zs = []
         for r0 in range(0, nr, band):  # the queries as estimates of y, in the reduced space
-            xq = grid_unfold(x, rows[r0:r0 + band], cols, p)
+            xq = grid_unfold(x, rows[r0:r0 + band], cols, p, wrap=self.wrap)
             zs.append((xq / a - lv.mean) @ lv.basis)
         z = torch.cat(zs, 0)
         del zs
@@ -594,7 +636,7 @@ class FastDenoiser:
         cand = torch.empty((q, k), dtype=torch.long, device=x.device)
         for q0 in range(0, q, chunk):
             qid = torch.arange(q0, min(q, q0 + chunk), device=x.device)
-            union = torch.cat([prev[qid], self._propagate(prev, qid, rows, cols),
+            union = torch.cat([prev[qid], self._propagate(prev, qid, rows, cols, tuple(x.shape[1:])),
                                self._probes(step, qid, rows, cols)], 1)
             cand[q0:q0 + qid.numel()] = self._rerank(z[qid], union, k, budget)
         return cand

@@ -7,10 +7,11 @@ the noise is keyed by global coordinates modulo the level's size. Nothing in the
 itself changes; each piece that reads neighbours is given its neighbours from the opposite
 side:
 
-* the image denoiser (any backend) runs on the image padded circularly by ``P - 1`` on
-  each wrapped side and is cropped back: every pixel is then covered by exactly the
-  ``P * P`` torus patches that contain it, each once (:class:`PeriodicDenoiser`); the cost
-  per step is ``(n + P - 1) / (n - P + 1)`` patch positions per wrapped axis;
+* the image denoiser takes the ``n`` torus patches of a wrapped axis of length ``n`` (one
+  starting at each pixel, wrapping past the end) and folds them back modulo ``n``: every
+  pixel is covered by exactly the ``P * P`` torus patches that contain it, each computed
+  once (:class:`PeriodicDenoiser`); the cost per step is ``n / (n - P + 1)`` patch
+  positions per wrapped axis against the plain window's ``n - P + 1``;
 * the blend's blur pads circularly by ``BLUR_RADIUS`` (even, so the 2x grid is kept) and
   the coarse upsampling by ``UP_RADIUS + 1`` coarse pixels (:func:`periodic_blur2`,
   :func:`periodic_up2`);
@@ -133,11 +134,15 @@ def _crop(x: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
 class PeriodicDenoiser:
     """An image denoiser on a torus along the wrapped axes of its window.
 
-    ``denoise(x, s)`` pads ``x`` circularly by ``P - 1`` on each wrapped side, runs the
-    wrapped denoiser on it, and crops: each pixel then sees every torus patch that covers
-    it once, which is the circular unfold and fold. Stateful denoisers (the fast backend)
-    are bound with the padded window's origin, so their keyed choices stay on global
-    coordinates.
+    A backend denoiser with ``on_torus(wrap)`` (exact, fused and fast) runs on the torus
+    itself: on a wrapped axis of length ``n`` it takes the ``n`` patches that start at each
+    pixel, wrapping past the end, and its fold adds what runs past the end back at the
+    start (``denoiser.image_denoise(wrap=)``, ``fast.grid_unfold(wrap=)``): no patch is
+    computed twice. Any other ``denoise(x, s)`` gets the same torus by padding: ``x`` is
+    padded circularly by ``P - 1`` on each wrapped side and the result cropped, which
+    computes the seam's patches twice (``(n + P - 1) / (n - P + 1)`` patch positions per
+    wrapped axis). Stateful denoisers are bound with the window's origin (the padded
+    window's when padding), so their keyed choices stay on global coordinates.
 
     Parameters
     ----------
@@ -148,10 +153,12 @@ class PeriodicDenoiser:
     """
 
     def __init__(self, inner, patch_size: int, wrap: Wrap) -> None:
-        self.inner = inner
+        on_torus = getattr(inner, "on_torus", None)
+        self.native = on_torus is not None
+        self.inner = on_torus((wrap.y, wrap.x)) if self.native else inner
         self.patch_size = patch_size
         self.wrap = wrap
-        self.pad = wrap.pads(patch_size - 1)
+        self.pad = (0, 0) if self.native else wrap.pads(patch_size - 1)
 
     def bind(self, *, origin: tuple[int, int] = (0, 0), seed: int = 0, level: int = 0,
              period: tuple[int, int] = (0, 0)) -> "PeriodicDenoiser":
@@ -163,6 +170,8 @@ class PeriodicDenoiser:
         return PeriodicDenoiser(inner, self.patch_size, self.wrap)
 
     def __call__(self, x: torch.Tensor, s: float) -> torch.Tensor:
+        if self.native:
+            return self.inner(x, s)
         return _crop(self.inner(circular_pad(x, *self.pad), s), *self.pad)
 
 
