@@ -9,7 +9,7 @@ import pytest
 from gigapatch.config import load_config
 from gigapatch.errors import GigapatchError
 from gigapatch.stacks import (MapSpec, generate_maps, map_output_paths, renormalize_normals,
-                              stack_maps, unstack_maps)
+                              stack_maps, unstack_maps, write_map)
 from gigapatch.storage import read_image
 
 from .helpers import DATA, TINY
@@ -99,3 +99,65 @@ def test_output_names():
         ["out.png", "out_normal.png", "out_rough.png"]
     assert [p.name for p in map_output_paths("o.tif", ["a.png", "n.png", "y/n.png"])] == \
         ["o.tif", "o_n.tif", "o_n_2.tif"]
+
+
+def _signed_of(g):
+    """A fixed signed 3-channel function of a grey map g in [0, 1]: affine, values in
+    [-0.8, 0.8] (x, y below 0 where g < 0.5), not unit length."""
+    return np.stack([0.8 * (2 * g - 1), 0.6 * (1 - 2 * g), np.full_like(g, 0.5)], 2)
+
+
+def test_a_signed_float_map_stays_in_its_range_and_aligned(albedo):
+    # a float map in [-1, 1] (a normal map's x, y, z) is sampled encoded and comes back in
+    # [-1, 1]: an affine function of the albedo stays exactly that function of the output
+    # albedo. kills: the output not decoded (it would lie in [0, 1]: 0.5 + m / 2), decoded
+    # with the wrong scale, the signed map refused or clipped to [0, 1] on input
+    g = albedo.mean(axis=2)
+    m = _signed_of(g).astype(np.float32)
+    assert m.min() < -0.5
+    out = generate_maps([albedo, m], seed=1, config=_cfg())
+    assert out[1].dtype == np.float32 and out[1].min() < -0.3
+    np.testing.assert_allclose(out[1], _signed_of(out[0].mean(axis=2)), atol=5e-5)
+
+
+def test_a_signed_normal_map_renormalises_to_unit_length_and_stays_aligned(albedo):
+    # with normalize_normals the output vectors have unit length and are the normalised
+    # fixed function of the output albedo (the sampled map is that affine function, then
+    # renormalised). kills: renormalising the encoded values as if they were vectors
+    # (not unit after decoding), decoding before the renormalisation with the [0, 1] rule
+    g = albedo.mean(axis=2)
+    m = _signed_of(g).astype(np.float32)
+    out = generate_maps([albedo, m], specs=[MapSpec("a"), MapSpec("n.tif", normal=True)],
+                        normalize_normals=True, seed=1, config=_cfg())
+    n = out[1].astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(n, axis=2), 1.0, atol=1e-5)
+    want = _signed_of(out[0].mean(axis=2).astype(np.float64))
+    want /= np.linalg.norm(want, axis=2, keepdims=True)
+    np.testing.assert_allclose(n, want, atol=1e-4)
+    assert n[..., 0].min() < -0.3  # still signed
+
+
+def test_signed_maps_round_trip_through_files(tmp_path):
+    # float TIFF in [-1, 1]: read with signed=True as is (refused without it), written back
+    # as float32 by write_map; a PNG output stores 0.5 + n / 2 (8-bit). kills: the reader
+    # clipping or encoding a signed map, write_map writing floats into an 8-bit file
+    import tifffile
+
+    g = np.random.default_rng(4).random((6, 7, 3), dtype=np.float32) * 2 - 1
+    src = tmp_path / "n.tif"
+    tifffile.imwrite(src, g, photometric="rgb")
+    a, info = read_image(src, signed=True)
+    assert info.signed and a.dtype == np.float32
+    np.testing.assert_array_equal(a, g)
+    with pytest.raises(GigapatchError, match=r"only \[0, 1\] is accepted"):
+        read_image(src)
+    assert write_map(tmp_path / "o.tif", g, signed=True, bit_depth=8) == "float32 in [-1, 1]"
+    back = tifffile.imread(tmp_path / "o.tif")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, g)
+    assert "encoded" in write_map(tmp_path / "o.png", g, signed=True, bit_depth=8)
+    enc, _ = read_image(tmp_path / "o.png")
+    np.testing.assert_allclose(2 * enc - 1, g, atol=1.01 / 255)
+    tifffile.imwrite(tmp_path / "far.tif", g * 3, photometric="rgb")
+    with pytest.raises(GigapatchError, match=r"must lie in\s+\[-1, 1\]"):
+        read_image(tmp_path / "far.tif", signed=True)

@@ -279,13 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--with", dest="maps", action="append", default=[], metavar="MAP",
                    help="another map of the same material (normal, roughness, height, ...), "
                         "the size of REF; repeatable; or a YAML list of maps (entries PATH or "
-                        "{path, weight, normal}). Written as OUT_<map name>.<suffix>")
+                        "{path, weight, normal}). Written as OUT_<map name>.<suffix>; a float "
+                        "map with values below 0 (normals in [-1, 1]) stays in [-1, 1]: a "
+                        "float32 TIFF for a .tif OUT, else 8/16-bit encoded 0.5 + n/2")
     m.add_argument("--map-weights", metavar="W,W,...",
                    help="weight of each map in the patch match, REF first (default 1 for REF, "
                         "0.5 for the others: REF drives the match)")
     m.add_argument("--normalize-normals", action="store_true",
                    help="renormalise normal maps to unit length on output (maps whose file "
-                        "name contains 'normal', or flagged normal: true in a YAML list)")
+                        "name contains 'normal', or flagged normal: true in a YAML list; "
+                        "encoded 0.5 + n/2 or floats in [-1, 1])")
     m.add_argument("--alpha", choices=("drop", "keep"), default="drop",
                    help="keep: an alpha channel is sampled as a channel and written back as "
                         "alpha (PNG/TIFF); drop (default): ignored with a note")
@@ -511,21 +514,24 @@ def _generate_maps(args: argparse.Namespace, cfg) -> int:
     output per map."""
     from . import api
     from .pipeline.plan import is_tiled
-    from .stacks import check_aligned, check_stack_fits, generate_maps, map_output_paths
-    from .storage import check_writable, numbered_path, read_image, write_image
+    from .stacks import (check_aligned, check_stack_fits, generate_maps, map_output_paths,
+                         write_map)
+    from .storage import check_writable, numbered_path, read_image
 
     specs = _map_specs(args)
-    arrays, alpha = [], []
+    arrays, alpha, signed = [], [], []
     for i, s in enumerate(specs):
         a, info = read_image(s.path, max_pixels=cfg.output.max_input_pixels,
                              what="reference" if i == 0 else "map",
-                             page=args.page if i == 0 else None, alpha=args.alpha)
+                             page=args.page if i == 0 else None, alpha=args.alpha,
+                             signed=True)
         for line in info.notes:
             _note(args, line.removeprefix(f"{PROG}: "))
         if i == 0:
             cfg = _resolve_bit_depth(cfg, info, args.output, args.format)
         arrays.append(a)
         alpha.append(info.alpha_kept)
+        signed.append(info.signed)
     names = [s.path for s in specs]
     check_aligned(arrays, names)
     api.resolve_device(args.device, option="--device")
@@ -557,11 +563,12 @@ def _generate_maps(args: argparse.Namespace, cfg) -> int:
                                size=args.size, scale=args.scale, seed=seed, config=cfg,
                                device=args.device, progress=not args.quiet)
         dt = time.perf_counter() - t0
-        for p, image, al in zip(paths, images, alpha):
-            write_image(p, image, bit_depth=bit_depth, dpi=cfg.output.dpi, alpha=al)
+        for p, image, al, sg in zip(paths, images, alpha, signed):
+            how = write_map(p, image, signed=sg, bit_depth=bit_depth, dpi=cfg.output.dpi,
+                            alpha=al)
             h, w = image.shape[:2]
             mode = _mode(image.shape[2] - 1) + "+alpha" if al else _mode(image.shape[2])
-            print(f"wrote {p} ({w}x{h}, {mode}, {bit_depth}-bit) in {dt:.1f} s", flush=True)
+            print(f"wrote {p} ({w}x{h}, {mode}, {how}) in {dt:.1f} s", flush=True)
     return 0
 
 

@@ -16,6 +16,12 @@ Weights: map k's channels are scaled by ``w_k / max(w)`` around the middle grey 
 sampling (``0.5 + w (a - 0.5)``) and unscaled after, so in the patch distance that
 drives the match its squared differences count ``w_k^2`` times. Default: 1 for the first
 map (the albedo drives the match), :data:`OTHER_WEIGHT` for the others.
+
+Signed maps: a map given as floats with values below 0 (a normal map stored as x, y, z in
+[-1, 1]) is sampled in the usual encoding ``0.5 + n / 2`` and comes back in [-1, 1]
+(:func:`is_signed`, :func:`encode_signed`, :func:`decode_signed`); it is written as a
+float32 TIFF when the output is ``.tif``, else 8/16-bit encoded ``0.5 + n / 2``
+(:func:`write_map`). Renormalised (``normalize_normals``), its vectors have unit length.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from .errors import GigapatchError
 
 __all__ = ["MapSpec", "OTHER_WEIGHT", "read_map_list", "check_aligned", "stack_maps",
            "unstack_maps", "renormalize_normals", "map_output_paths", "check_stack_fits",
-           "generate_maps"]
+           "generate_maps", "is_signed", "encode_signed", "decode_signed", "write_map"]
 
 #: default weight of every map but the first
 OTHER_WEIGHT = 0.5
@@ -139,6 +145,66 @@ def unstack_maps(image: np.ndarray, channels: Sequence[int],
     return out
 
 
+def is_signed(a: Any) -> bool:
+    """A signed map: float samples with a value below 0 (beyond a 1e-3 slack)."""
+    if hasattr(a, "detach"):  # a torch tensor
+        a = a.detach().cpu().numpy()
+    if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.size == 0:
+        return False
+    return float(np.nanmin(a)) < -1e-3
+
+
+def encode_signed(a: np.ndarray, name: str) -> np.ndarray:
+    """A signed map in [-1, 1] as ``0.5 + a / 2`` in [0, 1] (float32); one line naming
+    the map when its values leave [-1, 1]."""
+    a = np.asarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise GigapatchError(f"map {name} holds NaN or infinite values; fill them and give "
+                             f"values in [-1, 1]")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1 - 1e-3 or hi > 1 + 1e-3:
+        raise GigapatchError(f"map {name} has float values in [{lo:.4g}, {hi:.4g}]; a signed "
+                             f"map (a normal map's x, y, z) must lie in [-1, 1], so rescale it")
+    return (np.float32(0.5) + np.float32(0.5) * np.clip(a, -1.0, 1.0)).astype(np.float32)
+
+
+def decode_signed(a: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`encode_signed`: ``2 a - 1`` in [-1, 1] (float32)."""
+    return (np.float32(2.0) * np.asarray(a, dtype=np.float32) - np.float32(1.0))
+
+
+def write_map(path: str | os.PathLike, image: np.ndarray, *, signed: bool, bit_depth: int,
+              dpi: float | None = None, alpha: bool = False) -> str:
+    """Write one output map; returns how it was stored (for the CLI's "wrote" line).
+
+    A signed map (values in [-1, 1]) goes to a ``.tif``/``.tiff`` as float32 samples
+    (deflate, written to a temporary name and renamed), to any other format as 8/16-bit
+    ``0.5 + n / 2``. Other maps: ``storage.write_image``.
+    """
+    from .storage import write_image
+
+    p = Path(os.fspath(path))
+    if signed and p.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        from .storage.atomic import atomic_path
+
+        a = np.ascontiguousarray(image, dtype=np.float32)
+        try:
+            with atomic_path(p) as tmp:
+                tifffile.imwrite(tmp, a, photometric="rgb" if a.shape[2] == 3 else
+                                 "minisblack", planarconfig="contig", compression="zlib",
+                                 metadata=None)
+        except OSError as exc:
+            raise GigapatchError(f"cannot write output {p} ({exc.strerror or type(exc).__name__}"
+                                 f"); check that the folder is writable and the disk is not "
+                                 f"full") from None
+        return "float32 in [-1, 1]"
+    write_image(p, encode_signed(image, str(p)) if signed else image, bit_depth=bit_depth,
+                dpi=dpi, alpha=alpha)
+    return f"{bit_depth}-bit" + (", 0.5 + n / 2 encoded" if signed else "")
+
+
 def renormalize_normals(a: np.ndarray) -> np.ndarray:
     """A normal map encoded as ``0.5 + n / 2`` with each ``n`` rescaled to unit length.
 
@@ -211,7 +277,9 @@ def generate_maps(maps: Sequence[Any], *, specs: Sequence[MapSpec] | None = None
         The maps, first the one that drives the match (albedo). Arrays as for
         ``gigapatch.generate`` (H, W) / (H, W, C) in [0, 1] (uint8/uint16 scaled); files are
         read with ``gigapatch.storage.read_image`` (alpha dropped: read it yourself with
-        ``alpha="keep"`` to keep it). Grey, RGB, 16-bit and float maps mix freely.
+        ``alpha="keep"`` to keep it). Grey, RGB, 16-bit and float maps mix freely. A float
+        map with values below 0 is a signed map in [-1, 1] (:func:`is_signed`): sampled
+        encoded as ``0.5 + n / 2``, returned in [-1, 1].
     specs : sequence of MapSpec, optional
         Weight and normal flag per map (default: weights 1, 0.5, 0.5, ...; no normals).
     normalize_normals : bool
@@ -222,8 +290,9 @@ def generate_maps(maps: Sequence[Any], *, specs: Sequence[MapSpec] | None = None
 
     Returns
     -------
-    list of ndarray, shapes (H, W, C_k), float32 in [0, 1]
-        One output per map, aligned, in the order given.
+    list of ndarray, shapes (H, W, C_k), float32
+        One output per map, aligned, in the order given: in [0, 1], or in [-1, 1] for a
+        signed map.
     """
     from .api import as_config, generate
     from .storage.read import coerce_image, read_image
@@ -236,13 +305,16 @@ def generate_maps(maps: Sequence[Any], *, specs: Sequence[MapSpec] | None = None
     if len(specs) != len(maps):
         raise GigapatchError(f"{len(maps)} maps but {len(specs)} map specs; give one per map")
     cfg = as_config(generate_kwargs.pop("config", None))
-    arrays = []
+    arrays, signed = [], []
     for m, s in zip(maps, specs):
         if isinstance(m, (str, os.PathLike)):
-            arrays.append(read_image(m, max_pixels=cfg.output.max_input_pixels, what="map",
-                                     words="api")[0])
-        else:
-            arrays.append(coerce_image(m, name=f"map {s.path}")[0])
+            m = read_image(m, max_pixels=cfg.output.max_input_pixels, what="map",
+                           words="api", signed=True)[0]
+        signed.append(is_signed(m))
+        if signed[-1]:
+            m = encode_signed(m.detach().cpu().numpy() if hasattr(m, "detach") else m,
+                              s.path)
+        arrays.append(coerce_image(m, name=f"map {s.path}")[0])
     names = [s.path for s in specs]
     check_aligned(arrays, names)
     weights = _weights(specs)
@@ -257,4 +329,4 @@ def generate_maps(maps: Sequence[Any], *, specs: Sequence[MapSpec] | None = None
     outs = unstack_maps(out, channels, weights)
     if normalize_normals:
         outs = [renormalize_normals(o) if s.normal else o for o, s in zip(outs, specs)]
-    return outs
+    return [decode_signed(o) if sg else o for o, sg in zip(outs, signed)]

@@ -78,3 +78,31 @@ def test_bad_stacks_are_refused_with_nothing_written(tmp_path, capsys, ref24):
                                  "--normalize-normals", *CHEAP])
     assert_user_error(code, err, "--normalize-normals", "no normal map")
     assert sorted(os.listdir(tmp_path)) == ["small.png"]
+
+
+def test_float_normal_map_in_minus_one_to_one(tmp_path, capsys, ref24):
+    # a float TIFF normal map in [-1, 1]: accepted, renormalised, written back as a float32
+    # TIFF in [-1, 1] beside the albedo (.tif output) or 8-bit encoded (.png output)
+    import tifffile
+
+    a, _ = read_image(ref24)
+    g = a.mean(axis=2)
+    v = np.stack([0.8 * (2 * g - 1), 0.6 * (1 - 2 * g), np.full_like(g, 0.5)], 2)
+    n = (v / np.linalg.norm(v, axis=2, keepdims=True)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "normal.tif", n, photometric="rgb")
+    out = tmp_path / "out.tif"
+    code, stdout, err = _run(capsys, ["generate", ref24, "--with", tmp_path / "normal.tif",
+                                      "-o", out, "--normalize-normals", "--size", "30x26",
+                                      *CHEAP])
+    assert code == 0, err
+    assert "out_normal.tif (30x26, RGB, float32 in [-1, 1])" in stdout
+    m = tifffile.imread(tmp_path / "out_normal.tif")
+    assert m.dtype == np.float32 and m.shape == (26, 30, 3) and m.min() < -0.1
+    np.testing.assert_allclose(np.linalg.norm(m.astype(np.float64), axis=2), 1.0, atol=1e-5)
+    code, stdout, err = _run(capsys, ["generate", ref24, "--with", tmp_path / "normal.tif",
+                                      "-o", tmp_path / "p.png", "--normalize-normals",
+                                      "--size", "30x26", *CHEAP])
+    assert code == 0, err
+    enc, info = read_image(tmp_path / "p_normal.png")
+    assert info.bit_depth == 8
+    np.testing.assert_allclose(np.linalg.norm(2.0 * enc - 1.0, axis=2), 1.0, atol=0.02)

@@ -82,6 +82,7 @@ class ImageInfo:
     format: str
     notes: tuple[str, ...] = ()
     alpha_kept: bool = False  # read with alpha="keep": the last channel is alpha
+    signed: bool = False  # read with signed=True: float samples in [-1, 1], kept so
 
     @property
     def mode(self) -> str:
@@ -167,14 +168,20 @@ def _is_tiff(path: Path) -> bool:
         return False
 
 
-def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False) \
-        -> tuple[np.ndarray, int]:
+def _signed_floats(a: np.ndarray) -> bool:
+    """Float samples with a value below 0 (beyond the 1e-3 slack): a signed map."""
+    return a.dtype.kind == "f" and a.size > 0 and float(np.nanmin(a)) < -1e-3
+
+
+def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False,
+                   signed: bool = False) -> tuple[np.ndarray, int]:
     """Samples -> float32 in [0, 1], plus the bit depth they had.
 
     uint8 / uint16 are scaled by 255 / 65535; with ``any_int`` (in-memory arrays) other
     non-negative integers are taken as 8-bit when their maximum is <= 255, else as 16-bit
     when <= 65535 (files with signed or 32-bit samples are refused: their range is not an
-    image's); floats must be finite and lie in [0, 1] (a 1e-3 slack is clipped).
+    image's); floats must be finite and lie in [0, 1] (a 1e-3 slack is clipped). With
+    ``signed`` floats with a value below 0 must lie in [-1, 1] and are kept there.
     """
     if a.dtype == np.uint8:
         return a.astype(np.float32) / np.float32(255), 8
@@ -196,6 +203,12 @@ def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False) \
             raise GigapatchError(f"{name} holds NaN or infinite values; fill them (e.g. with "
                                  f"0) and give values in [0, 1]")
         lo, hi = (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
+        if signed and lo < -1e-3:
+            if lo < -1 - 1e-3 or hi > 1 + 1e-3:
+                raise GigapatchError(f"{name} has float values in [{lo:.4g}, {hi:.4g}]; a "
+                                     f"signed map (a normal map's x, y, z) must lie in "
+                                     f"[-1, 1], so rescale it")
+            return np.clip(f, -1.0, 1.0), 8 * a.dtype.itemsize
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise GigapatchError(f"{name} has float values in [{lo:.4g}, {hi:.4g}]; only "
                                  f"[0, 1] is accepted, so rescale it or save it as 8- or "
@@ -281,7 +294,8 @@ def _tiff_pages(tif) -> list:
 
 
 def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: dict,
-               keep_alpha: bool = False) -> tuple[np.ndarray, ImageInfo]:
+               keep_alpha: bool = False, signed: bool = False) \
+        -> tuple[np.ndarray, ImageInfo]:
     import tifffile
 
     P = tifffile.PHOTOMETRIC
@@ -341,7 +355,8 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
         if photometric == P.MINISWHITE:
             a = ~a if a.dtype == np.bool_ else (
                 (1 - a) if a.dtype.kind == "f" else np.iinfo(a.dtype).max - a)
-    a, depth = _to_unit_float(a, name)
+    signed = signed and _signed_floats(a)
+    a, depth = _to_unit_float(a, name, signed=signed)
     alpha_idx = [colours + i for i, e in enumerate(extras) if e in (1, 2)]
     keep = list(range(colours)) + [colours + i for i, e in enumerate(extras) if e not in (1, 2)]
     if alpha_idx:
@@ -364,7 +379,7 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
     a = np.ascontiguousarray(a, dtype=np.float32)
     info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth,
                      bool(alpha_idx) and not keep_alpha, "tiff", tuple(notes),
-                     bool(alpha_idx) and keep_alpha)
+                     bool(alpha_idx) and keep_alpha, signed)
     return a, info
 
 
@@ -373,7 +388,8 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
 # --------------------------------------------------------------------------------------
 
 def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: dict,
-               keep_alpha: bool = False) -> tuple[np.ndarray, ImageInfo] | None:
+               keep_alpha: bool = False, signed: bool = False) \
+        -> tuple[np.ndarray, ImageInfo] | None:
     """Read with pyvips; None when libvips cannot open the file at all."""
     import pyvips
 
@@ -416,7 +432,8 @@ def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: 
     if a.ndim == 2:
         a = a[:, :, None]
     notes: list[str] = []
-    a, depth = _to_unit_float(a, name)
+    signed = signed and _signed_floats(a)
+    a, depth = _to_unit_float(a, name, signed=signed)
     c = a.shape[2]
     had_alpha = False
     if interpretation == "cmyk" and c >= 4:
@@ -437,7 +454,8 @@ def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: 
         notes.append(_orientation_note(path, orientation))
     a = np.ascontiguousarray(a, dtype=np.float32)
     info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth, had_alpha, fmt,
-                     tuple(notes), keep_alpha and c in (2, 4) and interpretation != "cmyk")
+                     tuple(notes), keep_alpha and c in (2, 4) and interpretation != "cmyk",
+                     signed)
     return a, info
 
 
@@ -447,7 +465,7 @@ def _one_line(exc: Any) -> str:
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
                what: str = "image", page: int | None = None, words: str = "cli",
-               alpha: str = "drop") -> tuple[np.ndarray, ImageInfo]:
+               alpha: str = "drop", signed: bool = False) -> tuple[np.ndarray, ImageInfo]:
     """Read a TIFF, PNG, JPEG, WebP or GIF image as float32 ``(H, W, C)`` in ``[0, 1]``.
 
     Parameters
@@ -471,6 +489,11 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
     alpha : {"drop", "keep"}
         ``keep``: an alpha channel stays, as the last channel (RGBA -> 4, grey+alpha -> 2;
         associated TIFF alpha is un-premultiplied first); ``had_alpha`` is then False.
+    signed : bool
+        Float samples with a value below 0 are a signed map (a normal map stored as x, y, z
+        in [-1, 1]): they must lie in [-1, 1], are returned in that range and
+        ``info.signed`` is True (map stacks, ``gigapatch.stacks``). Without it they are
+        refused.
 
     Returns
     -------
@@ -494,9 +517,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
         raise ValueError(f"alpha must be 'drop' or 'keep', got {alpha!r}")
     keep = alpha == "keep"
     if _is_tiff(p):
-        return _read_tiff(p, max_pixels, what, page, w, keep)
+        return _read_tiff(p, max_pixels, what, page, w, keep, signed)
     with quiet_vips():
-        result = _read_vips(p, max_pixels, what, page, w, keep)
+        result = _read_vips(p, max_pixels, what, page, w, keep, signed)
     if result is not None:
         return result
     raise GigapatchError(f"{what} {p} is not a readable image (unknown format or corrupt "
