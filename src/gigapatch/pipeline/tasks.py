@@ -4,8 +4,10 @@ Each task reads what it needs from the run store, writes only the chunks it owns
 its done marker. Tasks are idempotent: one whose marker is set returns at once (resume,
 retries after a lost worker). Everything a task needs travels in a small picklable
 :class:`TaskSpec`; the patch index of a level is built once per process from the reference
-stored in the run store and kept on the device (:data:`CACHE`, a :class:`ProcessCache`
-keyed by run dir, level and device).
+stored in the run store and kept on the device (:data:`CACHE`, a bounded
+:class:`ProcessCache` keyed by the reference's content digest, the level and every setting
+the denoiser is built from, so the tiled items of a batch that share a reference and level
+build its index once per process).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,7 +37,7 @@ from ..tiling import Box, TileGrid, wrap_pieces
 
 __all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "shared_level_denoiser",
            "usage_level_denoiser",
-           "ProcessCache", "CACHE", "device_turn"]
+           "ProcessCache", "CACHE", "device_turn", "denoiser_key"]
 
 
 @dataclass(frozen=True)
@@ -59,40 +62,73 @@ class TaskSpec:
     # output pyramid's chunks with the device work instead of waiting behind it
     serial_device: bool = False
     prior: PriorSettings | None = None  # the composition priors (None: the paper's sampler)
+    # digest of the reference (model space) stored in the run store: the cache key of its
+    # pyramid and level denoisers, shared by every run of that reference in the process
+    ref_key: str = ""
 
 
 _MISSING = object()
+
+
+#: entries (reference pyramids and level denoisers) a process keeps; least recently used
+#: dropped beyond it (a batch worker runs many items over its lifetime)
+CACHE_ENTRIES = 32
 
 
 class ProcessCache:
     """What a worker process keeps between tasks: reference pyramids and level denoisers
     (built once per key, shared by every thread), and one lock per device.
 
-    Every read and write of the maps holds ``self.lock``; a value is built under its own
-    key's lock, so two threads never build the same level twice and builds of different
-    levels do not wait for each other.
+    At most ``max_entries`` values are kept, least recently used dropped first (a dropped
+    value still in use by a task stays alive until that task ends; a later task rebuilds
+    it). Every read and write of the maps holds ``self.lock``; a value is built under its
+    own key's lock, so two threads never build the same key twice and builds of different
+    keys do not wait for each other. ``builds`` and ``hits`` count (tests).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = CACHE_ENTRIES) -> None:
+        self.max_entries = int(max_entries)
         self.lock = threading.Lock()
-        self._values: dict[Any, Any] = {}
+        self._values: OrderedDict[Any, Any] = OrderedDict()
         self._building: dict[Any, threading.Lock] = {}
         self._devices: dict[str, threading.Lock] = {}
+        self.builds = 0
+        self.hits = 0
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self._values)
+
+    def __contains__(self, key: Any) -> bool:
+        with self.lock:
+            return key in self._values
+
+    def _lookup(self, key: Any) -> Any:
+        value = self._values.get(key, _MISSING)
+        if value is not _MISSING:
+            self._values.move_to_end(key)
+            self.hits += 1
+        return value
 
     def get(self, key: Any, build: Callable[[], Any]) -> Any:
-        """The value of ``key``, built by ``build()`` on the first call."""
+        """The value of ``key``, built by ``build()`` on the first call (or after it was
+        dropped)."""
         with self.lock:
-            value = self._values.get(key, _MISSING)
+            value = self._lookup(key)
             if value is not _MISSING:
                 return value
             key_lock = self._building.setdefault(key, threading.Lock())
         with key_lock:
             with self.lock:
-                value = self._values.get(key, _MISSING)
+                value = self._lookup(key)
             if value is _MISSING:
                 value = build()
                 with self.lock:
+                    self.builds += 1
+                    self._building.pop(key, None)
                     self._values[key] = value
+                    while len(self._values) > self.max_entries:
+                        self._values.popitem(last=False)
         return value
 
     def device_lock(self, device: str) -> threading.Lock:
@@ -100,10 +136,11 @@ class ProcessCache:
             return self._devices.setdefault(device, threading.Lock())
 
     def clear(self) -> None:
-        """Drop every cached value (tests; a worker keeps them for its lifetime)."""
+        """Drop every cached value and zero the counters (tests)."""
         with self.lock:
             self._values.clear()
             self._building.clear()
+            self.builds = self.hits = 0
 
 
 #: this process's cache (a dask worker's threads share it)
@@ -123,13 +160,15 @@ def _ref_pyramid(spec: TaskSpec, device: torch.device) -> list[torch.Tensor]:
         ref = torch.from_numpy(RunStore.open(spec.run_dir).reference()).to(device)
         return gaussian_pyramid(ref, len(spec.levels))
 
-    return CACHE.get(("pyramid", spec.run_dir, str(device)), build)
+    return CACHE.get(("pyramid", spec.ref_key or spec.run_dir, len(spec.levels), str(device)),
+                     build)
 
 
 def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
-    """The level's denoiser, built once per (run dir, level, device) exactly as
-    ``generate`` builds it (``diffusion.backends.level_denoiser``); shared by every thread:
-    ``sample_level`` binds a fresh per-window state (the fast backend's
+    """The level's denoiser, built exactly as ``generate`` builds it
+    (``diffusion.backends.level_denoiser``) once per process for every run whose reference,
+    level count, level and denoiser inputs are the same (:func:`denoiser_key`); shared by
+    every thread: ``sample_level`` binds a fresh per-window state (the fast backend's
     ``FastDenoiser.bind``) on the shared, read-only level data."""
     def build():
         ref = _ref_pyramid(spec, device)[level]
@@ -139,7 +178,18 @@ def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
         return level_denoiser(ref, lv.backend, patch_size=spec.patch_size, rho=spec.rho,
                               settings=spec.denoiser, prior=pos)
 
-    return CACHE.get(("denoiser", spec.run_dir, level, str(device)), build)
+    return CACHE.get(denoiser_key(spec, level, device), build)
+
+
+def denoiser_key(spec: TaskSpec, level: int, device: torch.device) -> tuple:
+    """What a level's denoiser is built from: the reference (its digest, or the run dir
+    when unknown) and its pyramid's level count, the level, its backend, P, rho, the
+    denoiser settings, the priors (and the level's size, which shapes a position prior),
+    the device."""
+    lv = spec.levels[level]
+    return ("denoiser", spec.ref_key or spec.run_dir, len(spec.levels), level, lv.backend,
+            spec.patch_size, spec.rho, repr(spec.denoiser), repr(spec.prior),
+            lv.out_hw if spec.prior is not None else None, str(device))
 
 
 
