@@ -33,13 +33,19 @@ class TileGraph:
     done: dict[str, int] = field(default_factory=dict)    # label -> already done (resume)
 
 
-def _key(run_key: str, kind: str, level: int, iy: int, ix: int) -> str:
-    return f"gp-{run_key[:8]}-{kind}{level}-{iy}-{ix}"
+def _key(prefix: str, kind: str, level: int, iy: int, ix: int) -> str:
+    return f"{prefix}-{kind}{level}-{iy}-{ix}"
 
 
-def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
-    """The graph of the tasks not yet done, in topological order."""
-    spec_key = f"gp-{plan.run_key[:8]}-spec"
+def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore, *,
+                prefix: str | None = None) -> TileGraph:
+    """The graph of the tasks not yet done, in topological order.
+
+    Every key starts with ``prefix`` (default ``gp-`` and the run key's first 8 digits): a
+    batch composing several runs' graphs into one gives each its own.
+    """
+    prefix = prefix or f"gp-{plan.run_key[:8]}"
+    spec_key = f"{prefix}-spec"
     g = TileGraph({spec_key: spec}, [])
     n_levels = len(plan.levels)
     # producer[(array, iy, ix)] -> key of the (pending) task that writes that chunk
@@ -63,7 +69,7 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
             owned = chunks_under(t.core, plan.tile)
             if done[t.iy, t.ix]:
                 continue
-            key = _key(plan.run_key, "L", L, t.iy, t.ix)
+            key = _key(prefix, "L", L, t.iy, t.ix)
             deps: list[str] = []
             if prev is not None and lv.mode != "resize":
                 wrap = (grid.wrap_y, grid.wrap_x)  # a tileable level: read modulo its size
@@ -88,7 +94,7 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore) -> TileGraph:
             for ix in range(done.shape[1]):
                 if done[iy, ix]:
                     continue
-                key = _key(plan.run_key, "P", r, iy, ix)
+                key = _key(prefix, "P", r, iy, ix)
                 src = Box(2 * iy * plan.tile, 2 * ix * plan.tile,
                           2 * (iy + 1) * plan.tile, 2 * (ix + 1) * plan.tile) \
                     .clip(plan.output_shapes[r - 1])

@@ -31,13 +31,13 @@ from ..storage.metadata import OutputMetadata
 from ..info import format_bytes
 from ..storage.diskspace import check_free_space, is_out_of_space, used_bytes
 from ..storage.runstore import CorruptChunkError, RunLock, RunStore
-from .graph import build_graph
+from .graph import TileGraph, build_graph
 from .outmeta import resolve_output_metadata
 from .plan import RunPlan, disk_estimate, make_plan, prior_settings, tile_advice
 from .progress import TileProgress
 from .tasks import TaskSpec
 
-__all__ = ["run_tiled", "TiledOptions", "TiledResult", "default_run_dir", "output_format",
+__all__ = ["run_tiled", "TiledJob", "TiledOptions", "TiledResult", "default_run_dir", "output_format",
            "read_result", "IMAGE_MAX_PIXELS"]
 
 log = logging.getLogger(__package__)
@@ -346,11 +346,214 @@ def _size_on_disk(path: Path) -> int:
     return path.stat().st_size
 
 
+class TiledJob:
+    """One tiled output in three steps, so a batch can compose many into one graph.
+
+    :meth:`prepare` plans the run, checks the output and the free disk, takes the run dir's
+    lock and opens (or resumes) the run store; :meth:`graph` gives the Dask tasks still to
+    run (every level's tiles and the output pyramid's chunks; call it again after
+    :meth:`repair`); :meth:`finalise` writes the output file and its preview, releases the
+    lock and removes the run store (unless kept). :meth:`release` gives up the lock of a
+    job that failed (its run store stays, to resume). :func:`run_tiled` is these steps
+    for one output; ``pipeline.batch`` computes every item's :meth:`graph` in one graph.
+    """
+
+    def __init__(self, *, plan: RunPlan, spec: TaskSpec, store: RunStore, lock: RunLock,
+                 run_dir: Path, out_path: Path | None, fmt: str | None, config: Config,
+                 options: TiledOptions, metadata: OutputMetadata, needs_bytes: int,
+                 keep: bool, prefix: str, t_start: float):
+        self.plan, self.spec, self.store, self.lock = plan, spec, store, lock
+        self.run_dir, self.out_path, self.fmt = run_dir, out_path, fmt
+        self.config, self.options, self.metadata = config, options, metadata
+        self.needs_bytes, self.keep, self.prefix = needs_bytes, keep, prefix
+        self.t_start = t_start
+        self.seconds: dict[str, float] = {}
+        self.level_seconds: dict[str, float] = {}
+        self.tasks_total: int | None = None
+        self.tasks_computed = 0
+
+    @classmethod
+    def prepare(cls, ref: np.ndarray, out_hw: tuple[int, int],
+                output: str | os.PathLike | None = None, *, seed: int, config: Config,
+                device: Any, options: TiledOptions = TiledOptions(),
+                metadata: OutputMetadata | None = None, prefix: str | None = None) \
+            -> "TiledJob":
+        """Plan, check, lock and open the run store (arguments as :func:`run_tiled`).
+
+        ``prefix`` starts every task key of the job's graph (default ``gp-RUNKEY``; a batch
+        gives each output its own, as two outputs may share a run key).
+
+        Raises
+        ------
+        GigapatchError
+            Symmetry asked, an unwritable output, not enough free disk, the run dir in use
+            or made with another config (nothing is locked then).
+        """
+        opt = options
+        t_start = time.perf_counter()
+        cfg, dev = config, device
+        if cfg.sampler.symmetry != "none":
+            raise GigapatchError(
+                f"sampler.symmetry={cfg.sampler.symmetry} needs the whole image (a tile's "
+                f"mirror partner lies outside it): write a .png of at most "
+                f"tiling.global_max_pixels pixels without the tiled options, or drop "
+                f"--symmetry")
+        ref_hw = ref.shape[:2]
+        fmt_ = output_format(output, opt.fmt)
+        out_path = Path(output) if output is not None else None
+        out_meta = metadata if metadata is not None else \
+            resolve_output_metadata(None, cfg, out_hw, ref.shape[2])
+        if out_path is not None:
+            _check_output(out_path, fmt_, out_hw, cfg.output.bits())
+        ref_model = to_model(ref).numpy()  # (C, h, w) in [-1, 1]
+        ref_key = _digest(ref_model)
+        plan = make_plan(ref_hw, out_hw, ref.shape[2], cfg, seed=seed, ref_digest=ref_key,
+                         tile=opt.tile, tiled=opt.tiled, device=dev)
+        rd = Path(opt.run_dir).absolute() if opt.run_dir is not None \
+            else default_run_dir(output)
+        # refuse before the lock and before any work when the writes cannot fit
+        scratch, out_bytes = disk_estimate(plan, pyramid=fmt_ != "image")
+        needs = [("run store", rd, scratch - used_bytes(rd))]
+        if out_path is not None:
+            needs.append(("output", out_path, out_bytes))
+        check_free_space(needs)
+        advice = tile_advice(plan)
+        if advice:
+            log.warning("warning: %s", advice)
+        keep = cfg.tiling.keep_run if opt.keep_run is None else bool(opt.keep_run)
+        address = opt.cluster or cfg.cluster.address
+        n_workers, serial_device = local_threads(dev, opt.workers, cfg)
+        if address:
+            log.info("tiles run on the dask.distributed scheduler at %s", address)
+        else:
+            log.info("tiles run on %d local thread%s on %s%s", n_workers,
+                     "s" if n_workers != 1 else "", dev,
+                     ", taking turns on the device" if serial_device else "")
+        sc = cfg.sampler
+        spec = TaskSpec(
+            run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
+            patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta,
+            s_min=sc.s_min, levels=plan.levels, grids=plan.grids, denoiser=plan.denoiser,
+            bit_depth=plan.bit_depth, serial_device=serial_device, prior=prior_settings(cfg),
+            ref_key=ref_key)
+        meta = {"summary": plan.summary(), "config": cfg.to_dict(),
+                "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
+                "ref_hw": list(ref_hw), "tile": plan.tile,
+                "levels": [{"level": lv.level, "out_hw": list(lv.out_hw), "mode": lv.mode,
+                            "backend": lv.backend,
+                            "halo": lv.halo, "tiles": len(grid)}
+                           for lv, grid in zip(plan.levels, plan.grids)]}
+        lock = RunLock(rd)
+        try:
+            lock.acquire()
+            store = RunStore.create_or_open(
+                rd, run_key=plan.run_key, meta=meta, reference=ref_model,
+                level_shapes=[lv.out_hw for lv in plan.levels],
+                grid_shapes=[grid.shape for grid in plan.grids],
+                output_shapes=plan.output_shapes, chunk=plan.tile,
+                out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, OSError) and is_out_of_space(exc):
+                raise _space_error(exc, rd, scratch + out_bytes) from None
+            raise
+        job = cls(plan=plan, spec=spec, store=store, lock=lock, run_dir=rd,
+                  out_path=out_path, fmt=fmt_, config=cfg, options=opt, metadata=out_meta,
+                  needs_bytes=scratch + out_bytes, keep=keep,
+                  prefix=prefix or f"gp-{plan.run_key[:8]}", t_start=t_start)
+        job.seconds["plan"] = time.perf_counter() - t_start
+        return job
+
+    def graph(self) -> TileGraph:
+        """The tasks not yet done (resume), keys starting with this job's prefix."""
+        g = build_graph(self.plan, self.spec, self.store, prefix=self.prefix)
+        if self.tasks_total is None:
+            self.tasks_total = sum(g.totals.values())
+        self.tasks_computed += len(g.keys)
+        return g
+
+    def repair(self, exc: CorruptChunkError) -> None:
+        """Clear the markers of the tasks owning ``exc``'s chunks (run :meth:`graph` again)."""
+        cleared = self.store.invalidate(exc)
+        log.warning("%s; recomputing %d task%s", exc, len(cleared),
+                    "s" if len(cleared) != 1 else "")
+
+    def execute(self, graph: TileGraph, *, progress: bool = False) -> None:
+        """Compute ``graph`` alone: on ``options.cluster`` / ``cluster.address``, or on
+        local threads (:func:`local_threads`)."""
+        cfg = self.config
+        address = self.options.cluster or cfg.cluster.address
+        prog = TileProgress(graph.totals, graph.done, enabled=progress)
+        t0 = time.perf_counter()
+        try:
+            if graph.keys:
+                if address:
+                    _execute_distributed(graph, address, cfg.cluster.retries,
+                                         self.spec.device, prog)
+                else:
+                    _execute_local(graph, local_threads(self.spec.device,
+                                                        self.options.workers, cfg)[0], prog)
+        finally:
+            prog.close()
+            self.add_tile_seconds(prog.seconds)
+            self.seconds["sample"] = self.seconds.get("sample", 0.0) + \
+                time.perf_counter() - t0
+
+    def add_tile_seconds(self, seconds: dict[str, float]) -> None:
+        for k, v in seconds.items():
+            self.level_seconds[k] = self.level_seconds.get(k, 0.0) + v
+
+    def finalise(self) -> TiledResult:
+        """Write the output (and preview), release the lock, remove the run store unless
+        kept. Raises ``CorruptChunkError`` when a chunk it reads is damaged (the lock is
+        then still held: :meth:`repair`, compute :meth:`graph`, finalise again)."""
+        preview, nbytes = None, 0
+        if self.out_path is not None:
+            t0 = time.perf_counter()
+            try:
+                _write_output(self.store, self.plan, self.out_path, self.fmt, self.config,
+                              self.options.writer, self.metadata)
+            except OSError as exc:
+                if is_out_of_space(exc):
+                    raise self.space_error(exc) from None
+                raise
+            self.seconds["write"] = time.perf_counter() - t0
+            nbytes = _size_on_disk(self.out_path)
+            if self.config.output.preview:
+                preview = _write_preview(self.store, self.plan, self.out_path)
+        self.release()
+        if self.out_path is not None and not self.keep:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        return TiledResult(self.out_path, self.fmt, self.run_dir, self.plan,
+                           self.tasks_total or 0, self.tasks_computed, self.seconds,
+                           self.level_seconds, nbytes, preview, self.metadata,
+                           run_dir_kept=self.out_path is None or self.keep)
+
+    def release(self) -> None:
+        """Give up the run dir's lock (the run store stays: the same call resumes it)."""
+        self.lock.release()
+
+    def space_error(self, exc: OSError) -> GigapatchError:
+        """The one-line error for a write that failed for lack of space."""
+        return _space_error(exc, self.run_dir, self.needs_bytes)
+
+
+def _space_error(exc: OSError, run_dir: Path, needs: int) -> GigapatchError:
+    where = exc.filename or run_dir
+    return GigapatchError(
+        f"no space left on the disk writing {where} ({exc.strerror}); free some space "
+        f"(this run needs up to ~{format_bytes(needs)}) and run the same "
+        f"command again: it resumes where it stopped")
+
+
 def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
               output: str | os.PathLike | None = None, *, seed: int, config: Config,
               device: Any, options: TiledOptions = TiledOptions(),
               progress: bool = False, metadata: OutputMetadata | None = None) -> TiledResult:
     """Generate one image tile by tile through a resumable run store.
+
+    The three steps of a :class:`TiledJob` (prepare, graph + compute, finalise), with up
+    to :data:`MAX_REPAIRS` rounds of recomputing damaged chunks.
 
     Parameters
     ----------
@@ -372,116 +575,25 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
         (``gigapatch.api.generate_tiled`` reads the reference file's; default: only the
         ``output`` config keys, :func:`gigapatch.pipeline.outmeta.resolve_output_metadata`).
     """
-    opt = options
-    t_start = time.perf_counter()
-    cfg, dev = config, device
-    if cfg.sampler.symmetry != "none":
-        raise GigapatchError(
-            f"sampler.symmetry={cfg.sampler.symmetry} needs the whole image (a tile's mirror "
-            f"partner lies outside it): write a .png of at most tiling.global_max_pixels "
-            f"pixels without the tiled options, or drop --symmetry")
-    ref_hw = ref.shape[:2]
-    fmt_ = output_format(output, opt.fmt)
-    out_path = Path(output) if output is not None else None
-    preview = None
-    out_meta = metadata if metadata is not None else \
-        resolve_output_metadata(None, cfg, out_hw, ref.shape[2])
-    if out_path is not None:
-        _check_output(out_path, fmt_, out_hw, cfg.output.bits())
-    ref_model = to_model(ref).numpy()  # (C, h, w) in [-1, 1]
-    plan = make_plan(ref_hw, out_hw, ref.shape[2], cfg, seed=seed,
-                     ref_digest=_digest(ref_model), tile=opt.tile, tiled=opt.tiled,
-                     device=dev)
-    rd = Path(opt.run_dir).absolute() if opt.run_dir is not None \
-        else default_run_dir(output)
-    # refuse before the lock and before any work when the writes cannot fit
-    scratch, out_bytes = disk_estimate(plan, pyramid=fmt_ != "image")
-    needs = [("run store", rd, scratch - used_bytes(rd))]
-    if out_path is not None:
-        needs.append(("output", out_path, out_bytes))
-    check_free_space(needs)
-    advice = tile_advice(plan)
-    if advice:
-        log.warning("warning: %s", advice)
-    keep = cfg.tiling.keep_run if opt.keep_run is None else bool(opt.keep_run)
-    address = opt.cluster or cfg.cluster.address
-    n_workers, serial_device = local_threads(dev, opt.workers, cfg)
-    if address:
-        log.info("tiles run on the dask.distributed scheduler at %s", address)
-    else:
-        log.info("tiles run on %d local thread%s on %s%s", n_workers,
-                 "s" if n_workers != 1 else "", dev,
-                 ", taking turns on the device" if serial_device else "")
-    sc = cfg.sampler
-    spec = TaskSpec(
-        run_dir=str(rd), seed=int(seed), device=str(dev), channels=plan.channels,
-        patch_size=sc.patch_size, rho=sc.rho, steps=sc.steps, eta=sc.eta, s_min=sc.s_min,
-        levels=plan.levels, grids=plan.grids, denoiser=plan.denoiser,
-        bit_depth=plan.bit_depth, serial_device=serial_device, prior=prior_settings(cfg))
-    meta = {"summary": plan.summary(), "config": cfg.to_dict(),
-            "config_hash": config_hash(cfg), "seed": int(seed), "out_hw": list(out_hw),
-            "ref_hw": list(ref_hw), "tile": plan.tile,
-            "levels": [{"level": lv.level, "out_hw": list(lv.out_hw), "mode": lv.mode,
-                        "backend": lv.backend,
-                        "halo": lv.halo, "tiles": len(grid)}
-                       for lv, grid in zip(plan.levels, plan.grids)]}
-    seconds: dict[str, float] = {}
+    job = TiledJob.prepare(ref, out_hw, output, seed=seed, config=config, device=device,
+                           options=options, metadata=metadata)
     try:
-        with RunLock(rd):
-            store = RunStore.create_or_open(
-                rd, run_key=plan.run_key, meta=meta, reference=ref_model,
-                level_shapes=[lv.out_hw for lv in plan.levels],
-                grid_shapes=[grid.shape for grid in plan.grids],
-                output_shapes=plan.output_shapes, chunk=plan.tile,
-                out_dtype="uint8" if plan.bit_depth == 8 else "uint16")
-            seconds["plan"] = time.perf_counter() - t_start
-            total, computed, tile_seconds, nbytes, preview = None, 0, {}, 0, None
-            for attempt in range(MAX_REPAIRS + 1):
-                graph = build_graph(plan, spec, store)
-                total = sum(graph.totals.values()) if total is None else total
-                computed += len(graph.keys)
-                try:
-                    prog = TileProgress(graph.totals, graph.done, enabled=progress)
-                    t0 = time.perf_counter()
-                    try:
-                        if graph.keys:
-                            if address:
-                                _execute_distributed(graph, address, cfg.cluster.retries,
-                                                     str(dev), prog)
-                            else:
-                                _execute_local(graph, n_workers, prog)
-                    finally:
-                        prog.close()
-                        for k, v in prog.seconds.items():
-                            tile_seconds[k] = tile_seconds.get(k, 0.0) + v
-                    seconds["sample"] = seconds.get("sample", 0.0) + time.perf_counter() - t0
-                    if out_path is not None:
-                        t0 = time.perf_counter()
-                        _write_output(store, plan, out_path, fmt_, cfg, opt.writer, out_meta)
-                        seconds["write"] = time.perf_counter() - t0
-                        nbytes = _size_on_disk(out_path)
-                        if cfg.output.preview:
-                            preview = _write_preview(store, plan, out_path)
-                    break
-                except CorruptChunkError as exc:
-                    # a lost or damaged chunk: clear its owner's marker, run what is missing
-                    if attempt == MAX_REPAIRS:
-                        raise
-                    cleared = store.invalidate(exc)
-                    log.warning("%s; recomputing %d task%s", exc, len(cleared),
-                                "s" if len(cleared) != 1 else "")
+        for attempt in range(MAX_REPAIRS + 1):
+            try:
+                job.execute(job.graph(), progress=progress)
+                return job.finalise()
+            except CorruptChunkError as exc:
+                # a lost or damaged chunk: clear its owner's marker, run what is missing
+                if attempt == MAX_REPAIRS:
+                    raise
+                job.repair(exc)
     except OSError as exc:
         if not is_out_of_space(exc):
             raise
-        where = exc.filename or rd
-        raise GigapatchError(
-            f"no space left on the disk writing {where} ({exc.strerror}); free some space "
-            f"(this run needs up to ~{format_bytes(scratch + out_bytes)}) and run the same "
-            f"command again: it resumes where it stopped") from None
-    if out_path is not None and not keep:
-        shutil.rmtree(rd, ignore_errors=True)
-    return TiledResult(out_path, fmt_, rd, plan, total, computed, seconds, tile_seconds,
-                       nbytes, preview, out_meta, run_dir_kept=out_path is None or keep)
+        raise job.space_error(exc) from None
+    finally:
+        job.release()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def read_result(run_dir: str | os.PathLike, level: int | None = None,
