@@ -1,17 +1,25 @@
-"""Run a validated batch on a Dask cluster: resumable, failure-isolated, summarised.
+"""Run a validated batch as ONE Dask graph: resumable, failure-isolated, summarised.
 
-Every small (item, seed) is one task that calls the whole-image sampler
-(``gigapatch.generate``) and writes its output atomically; items above the tiled
-threshold go through ``run_tiled`` on the same cluster (their tiles spread over its
-workers, resumable through their run stores). All small tasks are submitted at once
-(one ``client.map``); the tiled items' graphs are submitted from driver threads started
-before it, up to :data:`TILED_AT_ONCE` at a time, so the scheduler holds the small items
-and several tiled items' tiles together (not one graph, but no item waits for another to
-be submitted).
+Every small (item, seed) is one task that calls the whole-image sampler (as
+``gigapatch.generate``) and writes its output atomically; every item above the tiled
+threshold is a :class:`~gigapatch.pipeline.run.TiledJob`: prepared on the driver (plan,
+run store, lock, disk check), its tile and output-pyramid tasks put in the same graph as
+the small items, finalised on the driver (output file written, lock released, run store
+removed) as soon as its last task is done. The whole graph is computed with one call:
+``client.get`` on a dask.distributed cluster, or the local threaded scheduler without
+one. Keys start with the item and seed, so items that share a run key never collide.
+
+Every task runs under :func:`_guarded`: an exception becomes a :class:`Failed` result
+that the item's later tasks pass on without running, so one item's failure stops only
+that item, whatever the scheduler. A tiled item whose task or output write hit a damaged
+run-store chunk is repaired on its own afterwards (its markers cleared, the missing tasks
+computed, up to ``run.MAX_REPAIRS`` times).
 
 Resume: a finished job leaves a *done record* ``BATCH_DIR/done/<hash of output>.json``
 holding the job's key (a hash of reference content, size, seed, image settings, output).
-A job whose output exists and whose record holds the same key is skipped.
+A job whose output exists and whose record holds the same key is skipped; an unfinished
+tiled item resumes its run store (``BATCH_DIR/runs/``: only its missing tasks are in the
+graph).
 
 One failure does not stop the others: every job is reported in the summary
 (``BATCH_DIR/summary.json`` and ``summary.csv``: item, name, seed, status, seconds, output,
@@ -42,16 +50,17 @@ from ..errors import GigapatchError
 from .manifest import BatchJob
 
 __all__ = ["run_batch", "BatchResult", "JobResult", "done_record_path", "is_done",
-           "default_batch_dir", "run_job", "worker_device", "LEVELS"]
+           "default_batch_dir", "run_job", "worker_device", "LEVELS", "Failed",
+           "batch_graph", "BatchGraph"]
 
 #: references kept decoded per worker process (items that share a reference read it once)
 REFERENCE_CACHE_SIZE = 8
 #: bytes of built level indexes kept per worker process (items that share a reference
 #: level and the settings that shape its index build it once; least recently used dropped)
 LEVEL_CACHE_BYTES = 1 << 30
-#: tiled items whose tile graphs are on the scheduler at the same time (each has its own
-#: driver thread, run store and client; their tiles share the workers with the small items)
-TILED_AT_ONCE = 4
+#: threads of the driver that finalise tiled items (write their output files) while the
+#: graph goes on computing the other items
+FINALISE_THREADS = 2
 
 
 @dataclass
@@ -176,6 +185,7 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
     from ..device import resolve_device
     from ..diffusion.model_space import to_unit
     from ..storage import write_image
+    from .outmeta import resolve_output_metadata
     from .whole import sample_levels
 
     t0 = time.perf_counter()
@@ -183,7 +193,10 @@ def run_job(job: BatchJob, device: str, batch_dir: str) -> dict[str, Any]:
     ref = _REFERENCES.get(job.reference, job.ref_digest, cfg.output.max_input_pixels)
     image = to_unit(sample_levels(ref, job.out_hw, cfg, seed=job.seed,
                                   device=resolve_device(device), cache=LEVELS)[-1])
-    write_image(job.output, image, bit_depth=cfg.output.bits(), dpi=cfg.output.dpi)
+    # as ``gigapatch generate`` writes it: the reference's metadata with the output keys
+    # applied (the manifest resolved ``bit_depth: auto`` from the reference already)
+    meta = resolve_output_metadata(job.reference, cfg, job.out_hw, ref.shape[2])
+    write_image(job.output, image, bit_depth=cfg.output.bits(), metadata=meta)
     seconds = time.perf_counter() - t0
     _write_done(batch_dir, job, seconds)
     return {"seconds": seconds, "pixels": job.pixels, "pid": os.getpid()}
@@ -199,30 +212,6 @@ def worker_device(device: str) -> str:
     return str(resolve_device(device, option="--device"))
 
 
-def _run_tiled_job(job: BatchJob, device: str, batch_dir: str, address: str | None,
-                   progress: bool) -> dict[str, Any]:
-    """A large job through the tiled pipeline, its tiles on the cluster at ``address``.
-
-    ``device`` is already resolved on a worker (:func:`worker_device`): the plan (the
-    ``auto`` backend per level) and the tile tasks use the workers' device, not the
-    driver's."""
-    from .outmeta import resolve_output_metadata
-    from .run import TiledOptions, run_tiled
-
-    t0 = time.perf_counter()
-    ref = _REFERENCES.get(job.reference, job.ref_digest, job.config.output.max_input_pixels)
-    run_dir = Path(batch_dir) / "runs" / f"item{job.item:04d}-seed{job.seed}-{job.key[:8]}"
-    run_tiled(ref, job.out_hw, job.output, seed=job.seed, config=job.config,
-              device=device,
-              options=TiledOptions(run_dir=run_dir, tiled=True, cluster=address),
-              progress=progress,
-              metadata=resolve_output_metadata(job.reference, job.config, job.out_hw,
-                                               ref.shape[2]))
-    seconds = time.perf_counter() - t0
-    _write_done(batch_dir, job, seconds)
-    return {"seconds": seconds, "pixels": job.pixels, "pid": os.getpid()}
-
-
 # ---------------------------------------------------------------------------------------
 # driver side
 # ---------------------------------------------------------------------------------------
@@ -235,18 +224,147 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}{where}"
 
 
-def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
+class Failed:
+    """What a batch task returns instead of raising (:func:`_guarded`): the item's error.
+
+    The item's later tasks pass it on without running, so the item's last tasks end with
+    it and the driver reports the item failed while every other item goes on, under the
+    local scheduler (which stops at the first exception) as under a cluster.
+
+    Attributes
+    ----------
+    error : str
+        One line for the summary.
+    corrupt : CorruptChunkError, optional
+        A damaged run-store chunk (the item is repaired on its own and tried again).
+    space : OSError, optional
+        A write that failed for lack of disk space (reported with the space needed).
+    """
+
+    def __init__(self, error: str, corrupt: Any = None, space: OSError | None = None):
+        self.error, self.corrupt, self.space = error, corrupt, space
+
+    def __repr__(self) -> str:
+        return f"Failed({self.error!r})"
+
+
+def _guarded(func: Callable, *args: Any) -> Any:
+    """``func(*args)``; a :class:`Failed` argument (a failed dependency) is returned as is,
+    an exception is returned as a :class:`Failed`."""
+    from ..storage.diskspace import is_out_of_space
+    from ..storage.runstore import CorruptChunkError
+
+    for a in args:
+        if isinstance(a, Failed):
+            return a
+    try:
+        return func(*args)
+    except CorruptChunkError as exc:
+        return Failed(_error_text(exc), corrupt=exc)
+    except Exception as exc:  # noqa: BLE001 - reported for this item only
+        space = exc if isinstance(exc, OSError) and is_out_of_space(exc) else None
+        return Failed(_error_text(exc),
+                      space=OSError(exc.errno, exc.strerror, exc.filename) if space else None)
+
+
+@dataclass
+class BatchGraph:
+    """The batch's one graph and what the driver needs to follow it.
+
+    ``owner[key]`` is the index of the job a task belongs to, ``tiles`` the keys of tiled
+    items' tasks (the tile bar counts them), ``remaining[i]`` the tasks of job ``i`` not yet
+    finished.
+    """
+
+    dsk: dict[str, Any]
+    keys: list[str]
+    owner: dict[str, int]
+    tiles: set[str]
+    remaining: dict[int, int]
+    tiles_total: int = 0
+    tiles_done: int = 0
+
+
+def batch_graph(jobs: Sequence[BatchJob], small: Sequence[int],
+                tiled: dict[int, Any], *, device: str, batch_dir: str) -> BatchGraph:
+    """One graph: a guarded :func:`run_job` task per small job, and every prepared
+    :class:`~gigapatch.pipeline.run.TiledJob`'s tile and pyramid tasks (guarded), keyed
+    per job. ``tiled`` maps job index -> prepared TiledJob."""
+    g = BatchGraph({}, [], {}, set(), {})
+    for i in small:
+        job = jobs[i]
+        key = f"gigapatch-item{job.item}-seed{job.seed}-{job.key[:12]}"
+        g.dsk[key + "-job"] = job  # a literal: the task reads it by key
+        g.dsk[key] = (_guarded, run_job, key + "-job", device, batch_dir)
+        g.keys.append(key)
+        g.owner[key] = i
+        g.remaining[i] = 1
+    for i, tj in tiled.items():
+        tg = tj.graph()
+        for k, v in tg.dsk.items():
+            g.dsk[k] = (_guarded, *v) if k in tg.label else v
+        for k in tg.keys:
+            g.owner[k] = i
+            g.tiles.add(k)
+        g.keys += tg.keys
+        g.remaining[i] = len(tg.keys)
+        g.tiles_total += sum(tg.totals.values())
+        g.tiles_done += sum(tg.done.values())
+    return g
+
+
+def _compute_local(g: BatchGraph, workers: int, on_result: Callable[[str, Any], None]) -> None:
+    """The whole graph on local threads (dask's threaded scheduler), ``on_result`` per task."""
+    from multiprocessing.pool import ThreadPool
+
+    import dask.threaded
+    from dask.callbacks import Callback
+
+    def posttask(key, result, dsk, state, worker_id):
+        if key in g.owner:
+            on_result(key, result)
+
+    pool = ThreadPool(workers)  # daemon threads: Ctrl-C leaves at once (see run.py)
+    try:
+        with Callback(posttask=posttask):
+            dask.threaded.get(g.dsk, g.keys, num_workers=workers, pool=pool)
+    except KeyboardInterrupt as exc:
+        exc.tiles_running = True  # type: ignore[attr-defined]
+        raise
+    pool.close()
+    pool.join()
+
+
+def _compute_distributed(g: BatchGraph, client, *, retries: int,
+                         resources: dict[str, int] | None,
+                         on_result: Callable[[str, Any], None]) -> None:
+    """The whole graph with one ``client.get``; ``on_result`` per task as it finishes (a
+    task the cluster could not run, e.g. a worker killed too often, gives a Failed)."""
+    from distributed import as_completed
+
+    futures = client.get(g.dsk, g.keys, sync=False, retries=retries, resources=resources)
+    for fut in as_completed(futures):
+        if fut.status == "finished":
+            result = fut.result()
+        else:
+            result = Failed(_error_text(fut.exception()))
+        on_result(fut.key, result)
+        fut.release()
+
+
+def run_batch(jobs: Sequence[BatchJob], client=None, *, batch_dir: str | os.PathLike,
               device: str = "auto", gpu_resources: bool | None = None,
-              progress: bool = True, sheet: bool = False,
+              progress: bool = True, sheet: bool = False, workers: int = 1,
               on_finished: Callable[[JobResult], None] | None = None) -> BatchResult:
-    """Run every job of a batch on ``client``'s cluster; write the summary (and sheet).
+    """Run every job of a batch as one graph; write the summary (and sheet).
 
     Parameters
     ----------
     jobs : sequence of BatchJob
         From :func:`gigapatch.pipeline.manifest.load_manifest`.
-    client : distributed.Client
-        Where the tasks run. Outputs and ``batch_dir`` must be on paths every worker sees.
+    client : distributed.Client, optional
+        Where the graph runs. Outputs and ``batch_dir`` must be on paths every worker sees.
+        None: this process's threads (dask's local threaded scheduler, ``workers`` threads).
     batch_dir : path
         Done records, summaries, tiled run stores (``default_batch_dir(manifest)``).
     device : {"auto", "cpu", "cuda"}
@@ -256,9 +374,11 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
         Submit every task with ``resources={"GPU": 1}`` (one task per GPU worker at a
         time). Default: when a connected worker declares a ``GPU`` resource.
     progress : bool
-        A tqdm bar over the jobs on stderr (and the tiled items' per-level bars).
+        tqdm bars on stderr: one over the jobs, one over the tiled items' tasks.
     sheet : bool
         Write ``BATCH_DIR/sheet.png``, a labelled contact sheet of every finished output.
+    workers : int
+        Local threads when ``client`` is None.
     on_finished : callable, optional
         Called with each job's :class:`JobResult` as it finishes (tests, logging).
 
@@ -266,7 +386,7 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
     -------
     BatchResult
     """
-    from distributed import as_completed
+    from .run import TiledOptions
 
     t_start = time.perf_counter()
     bdir = Path(batch_dir).absolute()
@@ -282,18 +402,18 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
             todo_large.append(i)
         else:
             todo_small.append(i)
-    if gpu_resources is None:
+    if client is not None and gpu_resources is None:
         from .clusters import has_gpu_workers
 
         gpu_resources = has_gpu_workers(client)
     resources = {"GPU": 1} if gpu_resources else None
 
-    bar = None
+    bar = tiles_bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), initial=len(rows), desc="batch items", unit="item",
-                   file=sys.stderr, dynamic_ncols=True)
+                   file=sys.stderr, dynamic_ncols=True, position=0)
     lock = threading.Lock()
 
     def finish(i: int, status: str, seconds: float, error: str = "") -> None:
@@ -310,53 +430,99 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
         if on_finished is not None:
             on_finished(row)
 
-    # the tiled items: their own graphs on the same cluster, from driver threads
-    def large_loop() -> None:
-        address = client.scheduler.address
-        try:  # the workers' device, not this (driver) process's
-            dev = client.submit(worker_device, device, resources=resources, pure=False,
-                                priority=10).result()  # before the queued small items
+    # the tiled items: prepared here (plan, run store, lock, disk check) on the device
+    # the workers see, not this (driver) process's
+    tiled: dict[int, Any] = {}
+    item_seconds: dict[int, float] = {}
+    if todo_large:
+        try:
+            if client is not None:
+                dev = client.submit(worker_device, device, resources=resources,
+                                    pure=False, priority=10).result()
+            else:
+                dev = worker_device(device)
         except Exception as exc:  # noqa: BLE001 - every tiled item fails with it
             for i in todo_large:
                 finish(i, "failed", 0.0, _error_text(exc))
-            return
-
-        def one(i: int) -> None:
+            todo_large = []
+        address = client.scheduler.address if client is not None else None
+        for i in todo_large:
+            job = jobs[i]
             t0 = time.perf_counter()
             try:
-                r = _run_tiled_job(jobs[i], dev, str(bdir), address, progress)
-                finish(i, "done", r["seconds"])
+                tiled[i] = _prepare_tiled(job, dev, str(bdir), address, workers)
             except Exception as exc:  # noqa: BLE001 - reported per item
                 finish(i, "failed", time.perf_counter() - t0, _error_text(exc))
+            item_seconds[i] = time.perf_counter() - t0
 
-        # several tiled items' graphs on the scheduler at once (each its own run store)
-        with ThreadPoolExecutor(max_workers=min(TILED_AT_ONCE, len(todo_large)),
-                                thread_name_prefix="gigapatch-tiled-item") as pool:
-            list(pool.map(one, todo_large))
+    failed: dict[int, Failed] = {}
+    finals = ThreadPoolExecutor(max_workers=FINALISE_THREADS,
+                                thread_name_prefix="gigapatch-finalise")
+    pending = []
 
-    large = threading.Thread(target=large_loop, name="gigapatch-tiled-items", daemon=True)
+    def finalise(i: int) -> None:
+        tj, job = tiled[i], jobs[i]
+        t0 = time.perf_counter()
+        try:
+            _finalise_tiled(tj, failed.get(i))
+        except Exception as exc:  # noqa: BLE001 - reported per item
+            tj.release()
+            if isinstance(exc, OSError) and _is_space(exc):
+                exc = tj.space_error(exc)
+            finish(i, "failed", item_seconds[i] + time.perf_counter() - t0,
+                   _error_text(exc))
+            return
+        seconds = item_seconds[i] + time.perf_counter() - t0
+        _write_done(str(bdir), job, seconds)
+        finish(i, "done", seconds)
+
+    def on_result(key: str, result: Any) -> None:
+        i = g.owner[key]
+        with lock:
+            if isinstance(result, Failed):
+                failed.setdefault(i, result)
+            elif isinstance(result, tuple) and key in g.tiles:
+                item_seconds[i] = item_seconds.get(i, 0.0) + float(result[-1])
+            if tiles_bar is not None and key in g.tiles:
+                tiles_bar.update(1)
+            g.remaining[i] -= 1
+            last = g.remaining[i] == 0
+        if not last:
+            return
+        if i in tiled:
+            pending.append(finals.submit(finalise, i))
+        elif i in failed:
+            finish(i, "failed", 0.0, failed[i].error)
+        else:
+            finish(i, "done", result["seconds"])
+
     try:
-        if todo_large:
-            large.start()
-        if todo_small:
-            futures = client.map(run_job, [jobs[i] for i in todo_small],
-                                 device=device, batch_dir=str(bdir),
-                                 key=[f"gigapatch-item{jobs[i].item}-seed{jobs[i].seed}-"
-                                      f"{jobs[i].key[:12]}" for i in todo_small],
-                                 pure=False, resources=resources)
-            index = {f.key: i for f, i in zip(futures, todo_small)}
-            started = time.perf_counter()
-            for fut in as_completed(futures):
-                i = index[fut.key]
-                if fut.status == "finished":
-                    finish(i, "done", fut.result()["seconds"])
-                else:
-                    exc = fut.exception()
-                    finish(i, "failed", time.perf_counter() - started, _error_text(exc))
-                fut.release()
-        if todo_large:
-            large.join()
+        g = batch_graph(jobs, todo_small, tiled, device=device, batch_dir=str(bdir))
+        if progress and tiled:
+            from tqdm.auto import tqdm
+
+            tiles_bar = tqdm(total=g.tiles_total, initial=g.tiles_done,
+                             desc="tiles (tiled items)", unit="tile", file=sys.stderr,
+                             dynamic_ncols=True, position=1)
+        for i in tiled:  # nothing left to compute (resumed after its last tile)
+            if g.remaining[i] == 0:
+                pending.append(finals.submit(finalise, i))
+        if g.keys:
+            if client is not None:
+                retries = max((jobs[i].config.cluster.retries for i in g.remaining),
+                              default=0)
+                _compute_distributed(g, client, retries=retries, resources=resources,
+                                     on_result=on_result)
+            else:
+                _compute_local(g, workers, on_result)
+        for fut in list(pending):
+            fut.result()
     finally:
+        finals.shutdown(wait=True)
+        for tj in tiled.values():  # an interrupted batch leaves no lock behind
+            tj.release()
+        if tiles_bar is not None:
+            tiles_bar.close()
         if bar is not None:
             bar.close()
 
@@ -369,6 +535,58 @@ def run_batch(jobs: Sequence[BatchJob], client, *, batch_dir: str | os.PathLike,
         result.sheet = write_sheet([j for j, r in zip(jobs, ordered)
                                     if r.status != "failed"], bdir / "sheet.png")
     return result
+
+
+def _is_space(exc: OSError) -> bool:
+    from ..storage.diskspace import is_out_of_space
+
+    return is_out_of_space(exc)
+
+
+def _prepare_tiled(job: BatchJob, device: str, batch_dir: str, address: str | None,
+                   workers: int):
+    """A large job's :class:`~gigapatch.pipeline.run.TiledJob`, its run store in
+    ``BATCH_DIR/runs/`` (resumed when an earlier batch stopped), its keys its own.
+
+    ``device`` is already resolved on a worker (:func:`worker_device`): the plan (the
+    ``auto`` backend per level) and the tile tasks use the workers' device."""
+    from .outmeta import resolve_output_metadata
+    from .run import TiledJob, TiledOptions
+
+    ref = _REFERENCES.get(job.reference, job.ref_digest, job.config.output.max_input_pixels)
+    run_dir = Path(batch_dir) / "runs" / f"item{job.item:04d}-seed{job.seed}-{job.key[:8]}"
+    return TiledJob.prepare(
+        ref, job.out_hw, job.output, seed=job.seed, config=job.config, device=device,
+        options=TiledOptions(run_dir=run_dir, tiled=True, cluster=address, workers=workers),
+        metadata=resolve_output_metadata(job.reference, job.config, job.out_hw,
+                                         ref.shape[2]),
+        prefix=f"gp-item{job.item}-seed{job.seed}-{job.key[:8]}")
+
+
+def _finalise_tiled(tj, failed: Failed | None) -> None:
+    """Write a tiled item's output; a damaged chunk (met by a task or by the writer) is
+    repaired on its own (markers cleared, the missing tasks computed as the item's own
+    graph), up to ``run.MAX_REPAIRS`` times. Raises the item's error."""
+    from ..errors import GigapatchError
+    from ..storage.runstore import CorruptChunkError
+    from .run import MAX_REPAIRS
+
+    if failed is not None and failed.space is not None:
+        raise tj.space_error(failed.space)
+    if failed is not None and failed.corrupt is None:
+        raise GigapatchError(failed.error)
+    corrupt = failed.corrupt if failed is not None else None
+    for attempt in range(MAX_REPAIRS + 1):
+        try:
+            if corrupt is not None:
+                tj.repair(corrupt)
+                tj.execute(tj.graph())
+            tj.finalise()
+            return
+        except CorruptChunkError as exc:
+            if attempt == MAX_REPAIRS:
+                raise
+            corrupt = exc
 
 
 def _write_summary(result: BatchResult) -> None:

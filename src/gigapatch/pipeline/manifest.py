@@ -240,6 +240,18 @@ def _writable_problem(output: Path, tiled_fmt: str | None, bit_depth: int) -> st
     return None
 
 
+def _resolve_bit_depth(config: Config, reference_bits: int | None, output: Path,
+                       fmt: str | None) -> Config:
+    """``output.bit_depth: auto`` resolved as ``gigapatch generate`` does: 16 for a 16-bit
+    or float reference, else 8; always 8 for a JPEG or DZI output."""
+    if config.output.bit_depth != "auto":
+        return config
+    bits = config.output.bits(reference_bits)
+    if str(output).lower().endswith((".jpg", ".jpeg")) or fmt == "dzi":
+        bits = 8
+    return config.replace(output={"bit_depth": bits})
+
+
 def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
                   base_overrides: Iterable[str] = ()) -> list[BatchJob]:
     """Read and validate a manifest; one :class:`BatchJob` per (item, seed).
@@ -368,8 +380,8 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
             if rp not in refs:
                 try:
                     maxpx = cfg.output.max_input_pixels if cfg is not None else 400_000_000
-                    arr = read_image(rp, max_pixels=maxpx, what="reference")[0]
-                    refs[rp] = (arr.shape, file_digest(rp))
+                    arr, info = read_image(rp, max_pixels=maxpx, what="reference")
+                    refs[rp] = (arr.shape, file_digest(rp), info.bit_depth)
                 except GigapatchError as exc:
                     refs[rp] = str(exc)
                 except OSError as exc:
@@ -418,6 +430,8 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
                 problems.append(f"{where}: output: {exc}")
                 ok = False
             else:
+                if cfg is not None and ref_info is not None:
+                    cfg = _resolve_bit_depth(cfg, ref_info[1][2], op, fmt)
                 bit_depth = cfg.output.bits() if cfg is not None else 8
                 problem = _writable_problem(outputs[0], fmt, bit_depth)
                 if problem:
@@ -434,7 +448,7 @@ def load_manifest(path: str | os.PathLike, *, base_config: str | None = None,
 
         if not ok or out_hw is None or cfg is None or ref_info is None:
             continue
-        rp, (_shape, digest) = ref_info
+        rp, (_shape, digest, _bits) = ref_info
         for seed, o in zip(seeds, outputs):
             key = _job_key(ref_digest=digest, out_hw=out_hw, seed=seed, config=cfg,
                            output=str(o), tiled=tiled)
