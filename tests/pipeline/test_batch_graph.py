@@ -261,3 +261,33 @@ def test_denoiser_key_is_the_reference_and_settings_not_the_run(tmp_path):
                    {"levels": a.levels[1:]}):
         assert denoiser_key(dataclasses.replace(a, **change), 0, cpu) != \
             denoiser_key(a, 0, cpu), change
+
+
+def test_batch_in_waves_is_one_graph_per_wave_across_items(tmp_path, computes, monkeypatch):
+    """With waves of at most 3 tasks per tiled item: one compute per wave, each holding
+    the current wave of BOTH tiled items (the first also the small item), and the outputs
+    equal the one-wave batch's. Kills: tiled items' waves computed item after item; a
+    wave's edge to a task of a later wave (output differs / chunk missing)."""
+    from gigapatch.pipeline import run
+
+    one = tmp_path / "one"
+    one.mkdir()
+    jobs1 = load_manifest(_manifest(one))
+    assert run_batch(jobs1, batch_dir=one / "b", device="cpu",
+                     progress=False).counts["done"] == 3
+    assert len(computes) == 1
+    computes.clear()
+    monkeypatch.setattr(run, "WAVE_TASKS", 3)
+    waved = tmp_path / "waved"
+    waved.mkdir()
+    jobs = load_manifest(_manifest(waved))
+    res = run_batch(jobs, batch_dir=waved / "b", device="cpu", progress=False)
+    assert res.counts["done"] == 3, [r.error for r in res.rows]
+    assert len(computes) >= 3
+    assert all(len(c) <= 2 * 3 + 1 for c in computes)
+    assert sum(k.startswith("gigapatch-item2-") for k in computes[0]) == 1
+    for c in computes[:2]:
+        assert {k.split("-L")[0].split("-P")[0] for k in c if k.startswith("gp-")} == {
+            f"gp-item1-seed{j.seed}-{j.key[:8]}" for j in jobs if j.tiled}
+    for a, b in zip(jobs1, jobs):
+        assert np.array_equal(read_image(a.output)[0], read_image(b.output)[0]), a.label

@@ -9,6 +9,12 @@ removed) as soon as its last task is done. The whole graph is computed with one 
 ``client.get`` on a dask.distributed cluster, or the local threaded scheduler without
 one. Keys start with the item and seed, so items that share a run key never collide.
 
+"One graph" with waves: a tiled item with more than ``run.WAVE_TASKS`` tasks left gives
+its tasks in waves (``TiledJob.waves``: planning memory and time bounded whatever its
+tile count); the batch then computes one graph per wave, each holding the current wave
+of EVERY unfinished tiled item (the first also every small item), one compute call each.
+A batch whose tiled items have at most ``run.WAVE_TASKS`` tasks each is one graph.
+
 Every task runs under :func:`_guarded`: an exception becomes a :class:`Failed` result
 that the item's later tasks pass on without running, so one item's failure stops only
 that item, whatever the scheduler. A tiled item whose task or output write hit a damaged
@@ -269,11 +275,11 @@ def _guarded(func: Callable, *args: Any) -> Any:
 
 @dataclass
 class BatchGraph:
-    """The batch's one graph and what the driver needs to follow it.
+    """One graph of the batch and what the driver needs to follow it.
 
     ``owner[key]`` is the index of the job a task belongs to, ``tiles`` the keys of tiled
-    items' tasks (the tile bar counts them), ``remaining[i]`` the tasks of job ``i`` not yet
-    finished.
+    items' tasks (the tile bar counts them), ``remaining[i]`` the tasks of job ``i`` in
+    this graph not yet finished.
     """
 
     dsk: dict[str, Any]
@@ -281,15 +287,13 @@ class BatchGraph:
     owner: dict[str, int]
     tiles: set[str]
     remaining: dict[int, int]
-    tiles_total: int = 0
-    tiles_done: int = 0
 
 
-def batch_graph(jobs: Sequence[BatchJob], small: Sequence[int],
-                tiled: dict[int, Any], *, device: str, batch_dir: str) -> BatchGraph:
-    """One graph: a guarded :func:`run_job` task per small job, and every prepared
-    :class:`~gigapatch.pipeline.run.TiledJob`'s tile and pyramid tasks (guarded), keyed
-    per job. ``tiled`` maps job index -> prepared TiledJob."""
+def batch_graph(jobs: Sequence[BatchJob], small: Sequence[int], parts: dict[int, Any], *,
+                device: str, batch_dir: str) -> BatchGraph:
+    """One graph: a guarded :func:`run_job` task per small job in ``small``, and the tile
+    and pyramid tasks (guarded) of each tiled job's current wave (``parts``: job index ->
+    the ``TileGraph`` from its ``TiledJob.waves``), keyed per job."""
     g = BatchGraph({}, [], {}, set(), {})
     for i in small:
         job = jobs[i]
@@ -299,8 +303,7 @@ def batch_graph(jobs: Sequence[BatchJob], small: Sequence[int],
         g.keys.append(key)
         g.owner[key] = i
         g.remaining[i] = 1
-    for i, tj in tiled.items():
-        tg = tj.graph()
+    for i, tg in parts.items():
         for k, v in tg.dsk.items():
             g.dsk[k] = (_guarded, *v) if k in tg.label else v
         for k in tg.keys:
@@ -308,8 +311,6 @@ def batch_graph(jobs: Sequence[BatchJob], small: Sequence[int],
             g.tiles.add(k)
         g.keys += tg.keys
         g.remaining[i] = len(tg.keys)
-        g.tiles_total += sum(tg.totals.values())
-        g.tiles_done += sum(tg.done.values())
     return g
 
 
@@ -476,6 +477,9 @@ def run_batch(jobs: Sequence[BatchJob], client=None, *, batch_dir: str | os.Path
         _write_done(str(bdir), job, seconds)
         finish(i, "done", seconds)
 
+    waves = {i: tj.waves() for i, tj in tiled.items()}  # each tiled job's next waves
+    last_wave: dict[int, bool] = {}
+
     def on_result(key: str, result: Any) -> None:
         i = g.owner[key]
         with lock:
@@ -490,31 +494,56 @@ def run_batch(jobs: Sequence[BatchJob], client=None, *, batch_dir: str | os.Path
         if not last:
             return
         if i in tiled:
-            pending.append(finals.submit(finalise, i))
+            if last_wave[i]:  # its last task: write its output while the others go on
+                pending.append(finals.submit(finalise, i))
         elif i in failed:
             finish(i, "failed", 0.0, failed[i].error)
         else:
             finish(i, "done", result["seconds"])
 
     try:
-        g = batch_graph(jobs, todo_small, tiled, device=device, batch_dir=str(bdir))
         if progress and tiled:
             from tqdm.auto import tqdm
 
-            tiles_bar = tqdm(total=g.tiles_total, initial=g.tiles_done,
+            from .graph import graph_totals
+
+            counts = [graph_totals(tj.plan, tj.store) for tj in tiled.values()]
+            tiles_bar = tqdm(total=sum(sum(t.values()) for t, _ in counts),
+                             initial=sum(sum(d.values()) for _, d in counts),
                              desc="tiles (tiled items)", unit="tile", file=sys.stderr,
                              dynamic_ncols=True, position=1)
-        for i in tiled:  # nothing left to compute (resumed after its last tile)
-            if g.remaining[i] == 0:
-                pending.append(finals.submit(finalise, i))
-        if g.keys:
-            if client is not None:
-                retries = max((jobs[i].config.cluster.retries for i in g.remaining),
-                              default=0)
-                _compute_distributed(g, client, retries=retries, resources=resources,
-                                     on_result=on_result)
-            else:
-                _compute_local(g, workers, on_result)
+        small_left = list(todo_small)
+        # one graph per wave: the small items and every tiled item's first wave (all of a
+        # tiled item that has at most run.WAVE_TASKS tasks left), then the next waves
+        while small_left or waves:
+            parts = {}
+            for i in list(waves):
+                try:
+                    parts[i], last_wave[i] = next(waves[i])
+                except Exception as exc:  # noqa: BLE001 - reported per item
+                    del waves[i]
+                    failed.setdefault(i, Failed(_error_text(exc)))
+                    pending.append(finals.submit(finalise, i))
+                    continue
+                if last_wave[i]:
+                    del waves[i]
+            g = batch_graph(jobs, small_left, parts, device=device, batch_dir=str(bdir))
+            small_left = []
+            for i in parts:  # nothing to compute in this wave
+                if g.remaining[i] == 0 and last_wave[i]:
+                    pending.append(finals.submit(finalise, i))
+            if g.keys:
+                if client is not None:
+                    retries = max((jobs[i].config.cluster.retries for i in g.remaining),
+                                  default=0)
+                    _compute_distributed(g, client, retries=retries, resources=resources,
+                                         on_result=on_result)
+                else:
+                    _compute_local(g, workers, on_result)
+            for i in list(waves):  # failed in a wave before its last: no more waves
+                if i in failed:
+                    del waves[i]
+                    pending.append(finals.submit(finalise, i))
         for fut in list(pending):
             fut.result()
     finally:
@@ -580,7 +609,7 @@ def _finalise_tiled(tj, failed: Failed | None) -> None:
         try:
             if corrupt is not None:
                 tj.repair(corrupt)
-                tj.execute(tj.graph())
+                tj.run_waves()
             tj.finalise()
             return
         except CorruptChunkError as exc:

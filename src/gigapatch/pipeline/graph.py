@@ -5,13 +5,17 @@ window its sampler reads (``coarse_box_for`` of its core + halo), so Dask can st
 while level L - 1 is still running elsewhere. The output pyramid's chunk (iy, ix) of level r
 depends on the (up to 4) chunks of level r - 1 under it; chunks of output level 0 are
 written by the finest level's tiles. Tasks already marked done in the run store are left
-out of the graph (resume), and so are edges to them.
+out of the graph (resume), and so are edges to them. A big run's graph is built and
+computed in waves of bounded size (:func:`iter_graphs`), so planning time and memory do
+not grow with the tile count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from ..diffusion.generator import coarse_box_for
 from ..storage.runstore import RunStore
@@ -19,7 +23,7 @@ from ..tiling import Box, chunks_under, wrap_pieces
 from .plan import RunPlan
 from .tasks import TaskSpec, run_level_tile, run_output_chunk
 
-__all__ = ["TileGraph", "build_graph"]
+__all__ = ["TileGraph", "build_graph", "iter_graphs", "graph_totals"]
 
 
 @dataclass
@@ -37,19 +41,55 @@ def _key(prefix: str, kind: str, level: int, iy: int, ix: int) -> str:
     return f"{prefix}-{kind}{level}-{iy}-{ix}"
 
 
+def graph_totals(plan: RunPlan, store: RunStore) -> tuple[dict[str, int], dict[str, int]]:
+    """Tasks per progress label in the whole run, and how many are already done."""
+    totals: dict[str, int] = {}
+    done: dict[str, int] = {}
+    n_levels = len(plan.levels)
+    for lv, grid in zip(plan.levels, plan.grids):
+        label = f"level {lv.level + 1}/{n_levels}"
+        totals[label] = len(grid)
+        done[label] = int(store.done_mask(f"done/{lv.level}").sum())
+    for r in range(1, len(plan.output_shapes)):
+        mask = store.done_mask(f"output_done/{r}")
+        totals["pyramid"] = totals.get("pyramid", 0) + mask.size
+        done["pyramid"] = done.get("pyramid", 0) + int(mask.sum())
+    return totals, done
+
+
 def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore, *,
                 prefix: str | None = None) -> TileGraph:
-    """The graph of the tasks not yet done, in topological order.
+    """The whole graph of the tasks not yet done, in topological order (one wave of
+    :func:`iter_graphs` without a bound)."""
+    return next(iter_graphs(plan, spec, store, prefix=prefix))
 
-    Every key starts with ``prefix`` (default ``gp-`` and the run key's first 8 digits): a
-    batch composing several runs' graphs into one gives each its own.
+
+def iter_graphs(plan: RunPlan, spec: TaskSpec, store: RunStore, *,
+                prefix: str | None = None, max_tasks: int | None = None) \
+        -> Iterator[TileGraph]:
+    """The tasks not yet done, in waves of at most ``max_tasks`` tasks (None: one graph).
+
+    Waves follow the topological order (level by level, each level's tiles row by row,
+    then the output pyramid's levels), so every task depends only on tasks of its own wave
+    or of earlier ones; a dependency on an earlier wave is left out of the graph, which is
+    right when each wave is computed before the next is used (the earlier task's chunks
+    are then in the store, marked done). Memory and time per wave are bounded by
+    ``max_tasks`` whatever the run's tile count; the generator is lazy (the next wave is
+    built when asked for). Always yields at least one graph (maybe empty). Every key
+    starts with ``prefix`` (default ``gp-`` and the run key's first 8 digits): a batch
+    composing several runs' graphs into one gives each its own.
     """
     prefix = prefix or f"gp-{plan.run_key[:8]}"
     spec_key = f"{prefix}-spec"
-    g = TileGraph({spec_key: spec}, [])
+    totals, done_counts = graph_totals(plan, store)
     n_levels = len(plan.levels)
-    # producer[(array, iy, ix)] -> key of the (pending) task that writes that chunk
+    g = TileGraph({spec_key: spec}, [], totals=totals, done=done_counts)
+    # producer[(array, iy, ix)] -> key of the (pending) task of this wave writing that chunk
     producer: dict[tuple[str, int, int], str] = {}
+    yielded = False
+
+    def full() -> bool:
+        return max_tasks is not None and len(g.keys) >= max_tasks
 
     def add(key: str, func: Callable, args: tuple, deps: list[str], label: str) -> None:
         deps = sorted(set(d for d in deps if d is not None))
@@ -61,14 +101,14 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore, *,
         L = lv.level
         label = f"level {L + 1}/{n_levels}"
         done = store.done_mask(f"done/{L}")
-        g.totals[label] = len(grid)
-        g.done[label] = int(done.sum())
         prev = plan.levels[L - 1] if L > 0 else None
-        for t in grid:
-            # chunks of this level's array the task writes (several for a global level)
-            owned = chunks_under(t.core, plan.tile)
-            if done[t.iy, t.ix]:
-                continue
+        for iy, ix in zip(*np.nonzero(~done)):  # row by row
+            if full():
+                yield g
+                yielded = True
+                g = TileGraph({spec_key: spec}, [], totals=totals, done=done_counts)
+                producer = {}
+            t = grid.tile_at(int(iy), int(ix))
             key = _key(prefix, "L", L, t.iy, t.ix)
             deps: list[str] = []
             if prev is not None and lv.mode != "resize":
@@ -79,28 +119,29 @@ def build_graph(plan: RunPlan, spec: TaskSpec, store: RunStore, *,
                                                                             wrap)
                                               for c in chunks_under(piece, plan.tile)})]
             add(key, run_level_tile, (L, t.iy, t.ix), deps, label)
-            for c in owned:
+            # chunks of this level's array the task writes (several for a global level)
+            for c in chunks_under(t.core, plan.tile):
                 producer[(f"levels/{L}", *c)] = key
                 if L == n_levels - 1:
                     producer[("output/0", *c)] = key
 
     for r in range(1, len(plan.output_shapes)):
-        h, w = plan.output_shapes[r]
         label = "pyramid"
         done = store.done_mask(f"output_done/{r}")
-        g.totals[label] = g.totals.get(label, 0) + done.size
-        g.done[label] = g.done.get(label, 0) + int(done.sum())
-        for iy in range(done.shape[0]):
-            for ix in range(done.shape[1]):
-                if done[iy, ix]:
-                    continue
-                key = _key(prefix, "P", r, iy, ix)
-                src = Box(2 * iy * plan.tile, 2 * ix * plan.tile,
-                          2 * (iy + 1) * plan.tile, 2 * (ix + 1) * plan.tile) \
-                    .clip(plan.output_shapes[r - 1])
-                deps = [producer.get((f"output/{r - 1}", cy, cx))
-                        for cy, cx in chunks_under(src, plan.tile)]
-                add(key, run_output_chunk, (r, iy, ix), deps, label)
-                producer[(f"output/{r}", iy, ix)] = key
-    return g
-
+        for iy, ix in zip(*np.nonzero(~done)):
+            if full():
+                yield g
+                yielded = True
+                g = TileGraph({spec_key: spec}, [], totals=totals, done=done_counts)
+                producer = {}
+            iy, ix = int(iy), int(ix)
+            key = _key(prefix, "P", r, iy, ix)
+            src = Box(2 * iy * plan.tile, 2 * ix * plan.tile,
+                      2 * (iy + 1) * plan.tile, 2 * (ix + 1) * plan.tile) \
+                .clip(plan.output_shapes[r - 1])
+            deps = [producer.get((f"output/{r - 1}", cy, cx))
+                    for cy, cx in chunks_under(src, plan.tile)]
+            add(key, run_output_chunk, (r, iy, ix), deps, label)
+            producer[(f"output/{r}", iy, ix)] = key
+    if g.keys or not yielded:
+        yield g

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ..storage.metadata import OutputMetadata
 from ..info import format_bytes
 from ..storage.diskspace import check_free_space, is_out_of_space, used_bytes
 from ..storage.runstore import CorruptChunkError, RunLock, RunStore
-from .graph import TileGraph, build_graph
+from .graph import TileGraph, build_graph, graph_totals, iter_graphs
 from .outmeta import resolve_output_metadata
 from .plan import RunPlan, disk_estimate, make_plan, prior_settings, tile_advice
 from .progress import TileProgress
@@ -47,6 +47,10 @@ MAX_REPAIRS = 3
 
 #: local worker threads on a GPU by default: one tile on the device, the rest doing I/O
 GPU_THREADS = 4
+
+#: tasks per wave: a run's graph is built and computed in waves of at most this many tasks
+#: (``graph.iter_graphs``), so planning time and memory do not grow with the tile count
+WAVE_TASKS = 8192
 
 #: PNG/JPEG/plain TIFF outputs are assembled in memory: only up to this many pixels
 IMAGE_MAX_PIXELS = 2**28
@@ -465,12 +469,37 @@ class TiledJob:
         return job
 
     def graph(self) -> TileGraph:
-        """The tasks not yet done (resume), keys starting with this job's prefix."""
+        """All the tasks not yet done (resume) as one graph, keys starting with this job's
+        prefix (small runs, tests; a run computes :meth:`waves`)."""
         g = build_graph(self.plan, self.spec, self.store, prefix=self.prefix)
+        self._count(g)
+        return g
+
+    def waves(self, max_tasks: int | None = None) -> Iterator[tuple[TileGraph, bool]]:
+        """The tasks not yet done in waves of at most ``max_tasks`` (default
+        :data:`WAVE_TASKS`), each with whether it is the last: compute each wave before
+        using the next (a wave's edges to earlier waves are left out). The next wave is
+        built before the current one is handed out (to know it is the last), so at most
+        two waves are held: planning memory and time do not grow with the tile count."""
+        it = iter_graphs(self.plan, self.spec, self.store, prefix=self.prefix,
+                         max_tasks=max_tasks or WAVE_TASKS)
+        current = next(it)
+        for following in it:
+            self._count(current)
+            yield current, False
+            current = following
+        self._count(current)
+        yield current, True
+
+    def _count(self, g: TileGraph) -> None:
         if self.tasks_total is None:
             self.tasks_total = sum(g.totals.values())
         self.tasks_computed += len(g.keys)
-        return g
+
+    def progress(self, *, enabled: bool = False) -> TileProgress:
+        """Bars per level over the whole run (tasks done earlier count as done)."""
+        totals, done = graph_totals(self.plan, self.store)
+        return TileProgress(totals, done, enabled=enabled)
 
     def repair(self, exc: CorruptChunkError) -> None:
         """Clear the markers of the tasks owning ``exc``'s chunks (run :meth:`graph` again)."""
@@ -478,12 +507,11 @@ class TiledJob:
         log.warning("%s; recomputing %d task%s", exc, len(cleared),
                     "s" if len(cleared) != 1 else "")
 
-    def execute(self, graph: TileGraph, *, progress: bool = False) -> None:
+    def execute(self, graph: TileGraph, prog: TileProgress) -> None:
         """Compute ``graph`` alone: on ``options.cluster`` / ``cluster.address``, or on
-        local threads (:func:`local_threads`)."""
+        local threads (:func:`local_threads`); ``prog`` counts its tasks."""
         cfg = self.config
         address = self.options.cluster or cfg.cluster.address
-        prog = TileProgress(graph.totals, graph.done, enabled=progress)
         t0 = time.perf_counter()
         try:
             if graph.keys:
@@ -494,10 +522,18 @@ class TiledJob:
                     _execute_local(graph, local_threads(self.spec.device,
                                                         self.options.workers, cfg)[0], prog)
         finally:
-            prog.close()
-            self.add_tile_seconds(prog.seconds)
             self.seconds["sample"] = self.seconds.get("sample", 0.0) + \
                 time.perf_counter() - t0
+
+    def run_waves(self, *, progress: bool = False) -> None:
+        """Compute every wave still to do, one after another (the job alone)."""
+        prog = self.progress(enabled=progress)
+        try:
+            for g, _last in self.waves():
+                self.execute(g, prog)
+        finally:
+            prog.close()
+            self.add_tile_seconds(prog.seconds)
 
     def add_tile_seconds(self, seconds: dict[str, float]) -> None:
         for k, v in seconds.items():
@@ -580,7 +616,7 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
     try:
         for attempt in range(MAX_REPAIRS + 1):
             try:
-                job.execute(job.graph(), progress=progress)
+                job.run_waves(progress=progress)
                 return job.finalise()
             except CorruptChunkError as exc:
                 # a lost or damaged chunk: clear its owner's marker, run what is missing
