@@ -223,3 +223,12 @@ def test_bad_usage_settings_are_refused(bad):
 def test_usage_with_a_tileable_output_is_refused():
     with pytest.raises(GigapatchError, match="usage_strength"):
         load_config(None, ["sampler.tileable=x", "prior.usage_strength=1"])
+
+
+def test_composition_preset_is_the_default_plus_three_priors():
+    """The bundled ``composition`` preset changes only the priors (t0, position, usage)."""
+    comp, default = load_config("composition").to_dict(), load_config("default").to_dict()
+    assert {k: v for k, v in comp.items() if k != "prior"} == \
+        {k: v for k, v in default.items() if k != "prior"}
+    assert comp["prior"] == {**default["prior"], "t0": 0.9, "position_strength": 30.0,
+                             "usage_strength": 3.0}
