@@ -119,3 +119,54 @@ def test_hash_collisions_fall_back_to_exact_grouping(monkeypatch):
     pruned = PatchIndex.from_patches(rows, 1, 2).prune()
     assert torch.equal(pruned.patches, rows[[0, 1, 3]])
     assert torch.equal(pruned.log_counts.exp(), torch.tensor([2.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("chunk", [None, 700])
+@pytest.mark.parametrize("budget", [None, 200])
+@pytest.mark.parametrize("tol", [0.0, 0.3])
+def test_streamed_merge_equals_gather_then_prune_and_never_holds_the_raw_set(
+        monkeypatch, chunk, budget, tol):
+    # from_image merges while it gathers (hash pass over blocks, then only the surviving
+    # entries are gathered). Oracle: the in-memory route, every kept position gathered
+    # and then PatchIndex.prune, and a position map written out from the grid step.
+    # Kills: gathering the whole un-merged set before merging (the old peak: two copies of
+    # the patches), a representative other than the first occurrence, a position map
+    # cell that points at the wrong entry (y // g vs y % g, a transposed grid), a step or
+    # level size lost on the way.
+    from gigapatch.diffusion import patch_index as pi
+
+    if chunk is not None:
+        monkeypatch.setattr(pi, "CHUNK_BYTES", chunk)
+    img = _blocky(3)
+    want = PatchIndex.from_image(img, P, max_entries=budget,
+                                 merge_duplicates=False).prune(tol)
+    raw_n = PatchIndex.from_image(img, P, max_entries=budget, merge_duplicates=False).size
+    calls = []
+    real = pi.gather_patches
+
+    def spy(image, ys, xs, p):
+        calls.append(ys.numel())
+        return real(image, ys, xs, p)
+
+    monkeypatch.setattr(pi, "gather_patches", spy)
+    got = PatchIndex.from_image(img, P, max_entries=budget, prune_tolerance=tol)
+    assert got.size < raw_n  # merged
+    # never the whole un-merged set at once: each gather is one hash/check block or the
+    # final entries (with chunk=700 a block is one row, so gathering raw_n rows fails)
+    block = pi._chunk_rows(img.shape[0] * P * P * 16)
+    assert max(calls) <= max(block, got.size) and (chunk is None or block < raw_n)
+    for name in ("patches", "log_counts", "sq_norms", "positions", "position_map"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert (got.position_step, got.position_shape) == (want.position_step, want.position_shape)
+    hp, wp = img.shape[1] - P + 1, img.shape[2] - P + 1
+    g = got.position_step
+    assert got.position_shape == (hp, wp) and (g > 1) == (budget is not None)
+    assert got.position_map.shape == (-(-hp // g), -(-wp // g))
+    # every position maps to the entry of its grid cell's kept position (y // g * g)
+    full = got.full_position_map()
+    pos = got.positions[full]  # (hp, wp, 2)
+    ys, xs = torch.meshgrid(torch.arange(hp), torch.arange(wp), indexing="ij")
+    cell = extract_patches(img, P).reshape(hp, wp, -1)[ys // g * g, xs // g * g]
+    key = (lambda t: t) if tol == 0 else (lambda t: torch.round(t / (2 * tol)))
+    assert torch.equal(key(got.patches[full] + 0.0), key(cell + 0.0))
+    assert bool(((pos[..., 0] % g) == 0).all() and ((pos[..., 1] % g) == 0).all())

@@ -15,9 +15,10 @@ from ..helpers import texture
 P = 5
 
 
+@pytest.mark.parametrize("budget", [None, 60])
 @pytest.mark.parametrize("mmap", [True, False])
-def test_round_trip(tmp_path, mmap):
-    idx = PatchIndex.from_image(texture(), P)
+def test_round_trip(tmp_path, mmap, budget):
+    idx = PatchIndex.from_image(texture(), P, max_entries=budget)
     assert float(idx.log_counts.max()) > 0  # some entries were merged
     save_patch_index(tmp_path / "lvl", idx)
     back = PatchIndex(**load_patch_index(tmp_path / "lvl", mmap=mmap))
@@ -25,6 +26,10 @@ def test_round_trip(tmp_path, mmap):
         a, b = getattr(back, name), getattr(idx, name)
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert (back.patch_size, back.channels) == (idx.patch_size, idx.channels)
+    # a subsampled index keeps one map cell per g x g positions: step and size survive
+    assert (back.position_step, back.position_shape) == (idx.position_step, idx.position_shape)
+    assert (idx.position_step > 1) == (budget is not None)
+    assert torch.equal(back.full_position_map(), idx.full_position_map())
     x = torch.randn(8, idx.dim, generator=torch.Generator().manual_seed(1))
     assert torch.equal(posterior_mean_exact(x, back, 0.5, 0.5),
                        posterior_mean_exact(x, idx, 0.5, 0.5))

@@ -581,7 +581,7 @@ class FastDenoiser:
         ``hw``: the window's size (the torus's, on wrapped axes)."""
         idx = self.level.index
         nr, nc, k = rows.numel(), cols.numel(), prev.shape[1]
-        hp, wp = idx.position_map.shape
+        hp, wp = idx.position_shape
         i, j = qid // nc, qid % nc
         wy, wx = self.wrap  # on a torus the first and last grid rows/columns are neighbours
         up, down = ((i - 1) % nr, (i + 1) % nr) if wy else \
@@ -601,7 +601,7 @@ class FastDenoiser:
         py = pos[..., 0] + dy
         px = pos[..., 1] + dx
         ok = (py >= 0) & (py < hp) & (px >= 0) & (px < wp)
-        shifted = idx.position_map.reshape(-1)[py.clamp(0, hp - 1) * wp + px.clamp(0, wp - 1)]
+        shifted = idx.entry_at(py.clamp(0, hp - 1), px.clamp(0, wp - 1))
         out = torch.where(ok, shifted, nb)  # (4, q, k)
         return out.permute(1, 0, 2).reshape(qid.numel(), 4 * k)
 

@@ -85,7 +85,18 @@ def _hash_coefficients(d: int) -> torch.Tensor:
 
 
 def _duplicate_groups(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Groups of bit-identical rows without sorting the whole (N, D) matrix.
+    """Groups of bit-identical rows of an (N, D) matrix (see :func:`_duplicate_groups_of`)."""
+    n, d = patches.shape
+    return _duplicate_groups_of(lambda i: patches[i], n, d, patches.device)
+
+
+def _duplicate_groups_of(rows_of, n: int, d: int, device: torch.device) \
+        -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Groups of bit-identical rows without sorting or even holding the whole (N, D) matrix.
+
+    ``rows_of(i)`` returns the rows ``i`` (a slice or an int64 index tensor) as a (len, D)
+    tensor: a view of a matrix, or patches gathered from an image on demand (then the
+    un-merged patch set never exists, only one block of it at a time).
 
     Each row's bits (``-0.0`` read as ``0.0``, as ``torch.unique`` compares) are hashed to
     one int64 in row blocks (wrapping integer arithmetic: deterministic); rows are grouped
@@ -94,14 +105,13 @@ def _duplicate_groups(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     ``None`` when two different rows share a hash (the caller falls back to
     ``torch.unique``).
     """
-    n, d = patches.shape
-    dev = patches.device
+    dev = device
     coef = _hash_coefficients(d).to(dev)
     h = torch.empty(n, dtype=torch.int64, device=dev)
     rows = _chunk_rows(d * 16)
     for r0 in range(0, n, rows):
-        b = (patches[r0:r0 + rows] + 0.0).contiguous().view(torch.int32).to(torch.int64)
-        h[r0:r0 + rows] = (b * coef).sum(1)
+        b = (rows_of(slice(r0, r0 + rows)) + 0.0).contiguous().view(torch.int32)
+        h[r0:r0 + rows] = (b.to(torch.int64) * coef).sum(1)
     _, inverse, counts = torch.unique(h, return_inverse=True, return_counts=True)
     if counts.numel() == n:
         return inverse, counts
@@ -110,9 +120,37 @@ def _duplicate_groups(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     dup = (counts > 1)[inverse].nonzero().flatten()
     for r0 in range(0, dup.numel(), rows):
         i = dup[r0:r0 + rows]
-        if not torch.equal(patches[i] + 0.0, patches[first[inverse[i]]] + 0.0):
+        if not torch.equal(rows_of(i) + 0.0, rows_of(first[inverse[i]]) + 0.0):
             return None
     return inverse, counts
+
+
+def _merge_plan(inverse: torch.Tensor, counts: torch.Tensor, log_counts: torch.Tensor) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From row groups to merged entries: ``(first, new_of_old, mult)``.
+
+    ``first`` (M,): the first row of each group, ascending (entries keep positional
+    order); ``new_of_old`` (N,): each row's entry; ``mult`` (M,): the summed
+    multiplicities ``exp(log_counts)`` of each entry's rows.
+    """
+    n, n_new = inverse.numel(), counts.shape[0]
+    dev = inverse.device
+    # first occurrence of each group: min original index per group
+    first = torch.full((n_new,), n, dtype=torch.long, device=dev)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=dev), reduce="amin")
+    first, perm = torch.sort(first)  # keep the original (positional) order
+    rank = torch.empty_like(perm)
+    rank[perm] = torch.arange(n_new, device=dev)
+    new_of_old = rank[inverse]
+    mult = torch.zeros(n_new, dtype=torch.float32, device=dev)
+    mult.index_add_(0, new_of_old, log_counts.exp())
+    return first, new_of_old, mult
+
+
+def _prune_key(patches: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """What ``prune`` compares: the patches, or with a tolerance their values rounded to
+    multiples of ``2 * tolerance``."""
+    return patches if tolerance <= 0 else torch.round(patches / (2 * tolerance))
 
 
 def extract_patches(image: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -153,9 +191,16 @@ class PatchIndex:
     positions : Tensor, shape (N, 2), int64, optional
         (y, x) of each entry's top-left corner in the level (one representative position
         for merged entries); lets the fast backend shift a match by one pixel.
-    position_map : Tensor, shape (hp, wp), int64, optional
-        Entry id of the patch at every top-left position of the level (merged and
-        subsampled positions map to their representative).
+    position_map : Tensor, shape (ceil(hp / g), ceil(wp / g)), int64, optional
+        Entry id of the patch at the top-left positions of the level, one per cell of
+        ``position_step`` x ``position_step`` positions (merged and subsampled positions
+        map to their representative): its size is bounded by the entries before merging,
+        never by the level (:meth:`entry_at` reads it).
+    position_step : int
+        g, the side of one cell of ``position_map`` (1: one cell per position).
+    position_hw : (int, int), optional
+        (hp, wp), the level's top-left positions (default: ``position_map``'s shape, which
+        it is when ``position_step`` is 1).
     """
 
     patches: torch.Tensor
@@ -165,12 +210,15 @@ class PatchIndex:
     channels: int
     positions: torch.Tensor | None = None
     position_map: torch.Tensor | None = None
+    position_step: int = 1
+    position_hw: tuple[int, int] | None = None
 
     @classmethod
     def from_patches(cls, patches: torch.Tensor, patch_size: int, channels: int,
                      counts: torch.Tensor | None = None, *,
                      positions: torch.Tensor | None = None,
-                     position_map: torch.Tensor | None = None) -> "PatchIndex":
+                     position_map: torch.Tensor | None = None, position_step: int = 1,
+                     position_hw: tuple[int, int] | None = None) -> "PatchIndex":
         """Build an index from explicit patches and optional multiplicities.
 
         Parameters
@@ -179,6 +227,8 @@ class PatchIndex:
         patch_size, channels : int
         counts : Tensor, shape (N,), optional
             Positive multiplicities n_j (default all ones).
+        positions, position_map, position_step, position_hw
+            As the attributes (optional).
         """
         patches = patches.to(torch.float32).contiguous()
         if counts is None:
@@ -187,7 +237,8 @@ class PatchIndex:
         else:
             log_counts = torch.log(counts.to(torch.float32).to(patches.device))
         return cls(patches, log_counts, _row_sq_norms(patches), patch_size, channels,
-                   positions, position_map)
+                   positions, position_map, int(position_step),
+                   None if position_hw is None else (int(position_hw[0]), int(position_hw[1])))
 
     @classmethod
     def from_image(cls, image: torch.Tensor, patch_size: int, *,
@@ -205,11 +256,18 @@ class PatchIndex:
         max_entries : int, optional
             Memory bound: when the level has more patch positions, keep the positions of a
             regular grid of step g = ceil(sqrt(positions / max_entries)), each standing for
-            the g x g positions around it (multiplicity = their number). The full patch set
-            is never materialised, and the build's temporaries are blocks of about
-            ``CHUNK_BYTES``: the peak is the kept patches plus one block.
+            the g x g positions around it (multiplicity = their number).
         prune_tolerance : float
             > 0 also merges near-duplicates (see :meth:`prune`).
+
+        Notes
+        -----
+        Streamed: the kept positions' patches are hashed block by block as they are
+        gathered, duplicates are found from the hashes (each checked against its group's
+        first row, gathered again), and only the entries that remain are gathered into the
+        index. The un-merged patch set is never materialised and the build's temporaries
+        are blocks of about ``CHUNK_BYTES``: the peak is the index plus one block. The
+        result is bit for bit ``from_image(..., merge_duplicates=False).prune(tolerance)``.
         """
         c, h, w = image.shape
         p = patch_size
@@ -220,31 +278,45 @@ class PatchIndex:
         g = 1
         if max_entries is not None and hp * wp > max_entries:
             g = math.ceil(math.sqrt(hp * wp / max_entries))
-        if g == 1:
-            ys = torch.arange(hp, device=dev).repeat_interleave(wp)
-            xs = torch.arange(wp, device=dev).repeat(hp)
-            patches = gather_patches(image, ys, xs, p)  # = extract_patches, without its copy
-            counts = None
-            pos_map = torch.arange(hp * wp, device=dev).reshape(hp, wp)
-        else:
-            gy = torch.arange(0, hp, g, device=dev)
-            gx = torch.arange(0, wp, g, device=dev)
-            ys = gy.repeat_interleave(gx.numel())
-            xs = gx.repeat(gy.numel())
-            patches = gather_patches(image, ys, xs, p)
-            # each kept position stands for the positions that round to it
+        gy = torch.arange(0, hp, g, device=dev)
+        gx = torch.arange(0, wp, g, device=dev)
+        ys = gy.repeat_interleave(gx.numel())
+        xs = gx.repeat(gy.numel())
+        counts = None
+        if g > 1:  # each kept position stands for the positions that round to it
             cy = torch.minimum(gy + g, torch.tensor(hp, device=dev)) - gy
             cx = torch.minimum(gx + g, torch.tensor(wp, device=dev)) - gx
             counts = (cy[:, None] * cx[None, :]).reshape(-1).to(torch.float32)
-            iy = torch.arange(hp, device=dev) // g
-            ix = torch.arange(wp, device=dev) // g
-            pos_map = iy[:, None] * gx.numel() + ix[None, :]
-        positions = torch.stack([ys, xs], 1)
-        index = cls.from_patches(patches, p, c, counts, positions=positions,
-                                 position_map=pos_map)
+        grid = (gy.numel(), gx.numel())
+        n, d = ys.numel(), c * p * p
+        log_counts = torch.zeros(n, dtype=torch.float32, device=dev) if counts is None \
+            else torch.log(counts)
+        groups = None
         if merge_duplicates or prune_tolerance > 0:
-            index = index.prune(prune_tolerance)
-        return index
+            def rows_of(i):
+                return _prune_key(gather_patches(image, ys[i], xs[i], p), prune_tolerance)
+
+            groups = _duplicate_groups_of(rows_of, n, d, dev)
+        kw = dict(position_step=g, position_hw=(hp, wp))
+        if groups is None:
+            index = cls.from_patches(gather_patches(image, ys, xs, p), p, c, counts,
+                                     positions=torch.stack([ys, xs], 1),
+                                     position_map=torch.arange(n, device=dev).reshape(grid),
+                                     **kw)
+            if merge_duplicates or prune_tolerance > 0:  # a hash collision: sort the rows
+                index = index.prune(prune_tolerance)
+            return index
+        inverse, gcounts = groups
+        if gcounts.numel() == n:  # nothing merges (prune would return the index itself)
+            return cls.from_patches(gather_patches(image, ys, xs, p), p, c, counts,
+                                    positions=torch.stack([ys, xs], 1),
+                                    position_map=torch.arange(n, device=dev).reshape(grid),
+                                    **kw)
+        first, new_of_old, mult = _merge_plan(inverse, gcounts, log_counts)
+        ys, xs = ys[first], xs[first]
+        return cls.from_patches(gather_patches(image, ys, xs, p), p, c, mult,
+                                positions=torch.stack([ys, xs], 1),
+                                position_map=new_of_old.reshape(grid), **kw)
 
     def prune(self, tolerance: float = 0.0) -> "PatchIndex":
         """Merge (near-)duplicate entries into weighted representatives.
@@ -259,31 +331,46 @@ class PatchIndex:
         PatchIndex
             ``self`` when nothing merges.
         """
-        key = self.patches if tolerance <= 0 else torch.round(self.patches / (2 * tolerance))
+        key = _prune_key(self.patches, tolerance)
         groups = _duplicate_groups(key)
         if groups is None:  # a hash collision: sort the rows themselves
             _, inverse, counts = torch.unique(key, dim=0, return_inverse=True,
                                               return_counts=True)
         else:
             inverse, counts = groups
-        n_new = counts.shape[0]
-        if n_new == self.size:
+        if counts.shape[0] == self.size:
             return self
-        dev = self.patches.device
-        # first occurrence of each group: min original index per group
-        order = torch.arange(self.size, device=dev)
-        first = torch.full((n_new,), self.size, dtype=torch.long, device=dev)
-        first.scatter_reduce_(0, inverse, order, reduce="amin")
-        first, perm = torch.sort(first)  # keep the original (positional) order
-        rank = torch.empty_like(perm)
-        rank[perm] = torch.arange(n_new, device=dev)
-        new_of_old = rank[inverse]
-        mult = torch.zeros(n_new, dtype=torch.float32, device=dev)
-        mult.index_add_(0, new_of_old, self.log_counts.exp())
+        first, new_of_old, mult = _merge_plan(inverse, counts, self.log_counts)
         positions = None if self.positions is None else self.positions[first]
         pos_map = None if self.position_map is None else new_of_old[self.position_map]
         return PatchIndex.from_patches(self.patches[first], self.patch_size, self.channels,
-                                       mult, positions=positions, position_map=pos_map)
+                                       mult, positions=positions, position_map=pos_map,
+                                       position_step=self.position_step,
+                                       position_hw=self.position_hw)
+
+    def entry_at(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """Entry ids of the patches with top-left corners (ys, xs), any (equal) shape;
+        0 <= ys < hp and 0 <= xs < wp (:attr:`position_shape`)."""
+        g = self.position_step
+        if g == 1:
+            return self.position_map[ys, xs]
+        return self.position_map[ys // g, xs // g]
+
+    @property
+    def position_shape(self) -> tuple[int, int]:
+        """(hp, wp): the level's top-left patch positions that :meth:`entry_at` maps."""
+        if self.position_hw is not None:
+            return self.position_hw
+        return int(self.position_map.shape[0]), int(self.position_map.shape[1])
+
+    def full_position_map(self) -> torch.Tensor:
+        """The (hp, wp) int64 entry id of every top-left position (materialised: tests and
+        small levels; the index itself keeps one id per cell of ``position_step``)."""
+        hp, wp = self.position_shape
+        dev = self.position_map.device
+        ys = torch.arange(hp, device=dev)[:, None].expand(hp, wp)
+        xs = torch.arange(wp, device=dev)[None, :].expand(hp, wp)
+        return self.entry_at(ys, xs)
 
     @property
     def size(self) -> int:
@@ -313,7 +400,8 @@ class PatchIndex:
         opt = [None if t is None else t.to(device)
                for t in (self.positions, self.position_map)]
         return PatchIndex(self.patches.to(device), self.log_counts.to(device),
-                          self.sq_norms.to(device), self.patch_size, self.channels, *opt)
+                          self.sq_norms.to(device), self.patch_size, self.channels, *opt,
+                          self.position_step, self.position_hw)
 
     @blas_invariant
     def mean(self) -> torch.Tensor:

@@ -9,12 +9,13 @@ constructor, so storage never imports diffusion::
 
 Layout (docs/file-formats.md#patch-index-folder)::
 
-    FOLDER/meta.json      {"patch_size": P, "channels": C, "arrays": [names written]}
+    FOLDER/meta.json      {"patch_size": P, "channels": C, "arrays": [names written],
+                           "position_step": g, "position_hw": [hp, wp] or null}
     FOLDER/patches.npy    (N, C*P*P) float32
     FOLDER/log_counts.npy (N,) float32
     FOLDER/sq_norms.npy   (N,) float32
     FOLDER/positions.npy  (N, 2) int64      (when the index has them)
-    FOLDER/position_map.npy (hp, wp) int64  (when the index has them)
+    FOLDER/position_map.npy (ceil(hp/g), ceil(wp/g)) int64  (when the index has them)
 
 The folder is written atomically (:func:`~gigapatch.storage.atomic.atomic_path`): it
 appears complete or not at all, and replaces an existing one only when complete.
@@ -61,8 +62,10 @@ def save_patch_index(path: str | os.PathLike, index: Any) -> Path:
             with open(tmp / f"{name}.npy", "wb") as f:
                 np.save(f, t.detach().cpu().numpy())
             written.append(name)
+        hw = getattr(index, "position_hw", None)
         meta = {"patch_size": int(index.patch_size), "channels": int(index.channels),
-                "arrays": written}
+                "arrays": written, "position_step": int(getattr(index, "position_step", 1)),
+                "position_hw": None if hw is None else [int(hw[0]), int(hw[1])]}
         (tmp / "meta.json").write_text(json.dumps(meta))
     return dst
 
@@ -81,7 +84,8 @@ def load_patch_index(path: str | os.PathLike, *, mmap: bool = True) -> dict[str,
     -------
     dict
         The keyword arguments of ``PatchIndex``: the CPU tensors (missing optional ones are
-        None), ``patch_size`` and ``channels``.
+        None), ``patch_size``, ``channels``, ``position_step`` and ``position_hw`` (1 and
+        None for folders written before they existed).
     """
     folder = Path(os.fspath(path))
     meta = json.loads((folder / "meta.json").read_text())
@@ -96,4 +100,7 @@ def load_patch_index(path: str | os.PathLike, *, mmap: bool = True) -> dict[str,
             out[name] = torch.from_numpy(np.ascontiguousarray(a))
     out["patch_size"] = int(meta["patch_size"])
     out["channels"] = int(meta["channels"])
+    out["position_step"] = int(meta.get("position_step", 1))
+    hw = meta.get("position_hw")
+    out["position_hw"] = None if hw is None else (int(hw[0]), int(hw[1]))
     return out
