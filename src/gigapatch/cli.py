@@ -373,8 +373,10 @@ _OUTPUT_FLAGS = ("layout", "dpi", "pixel_size", "crs", "origin", "bounds", "noda
 def _read_reference(args: argparse.Namespace, cfg):
     from .storage import read_image
 
+    # native: an 8/16-bit reference stays uint8/uint16 (api.generate converts it to model
+    # space in bands; the tiled pipeline's coerce_image to the same float32 values)
     ref, info = read_image(args.reference, max_pixels=cfg.output.max_input_pixels,
-                           what="reference", page=args.page, words="cli")
+                           what="reference", page=args.page, words="cli", native=True)
     for line in info.notes:  # orientation applied, alpha dropped, CMYK converted
         _note(args, line.removeprefix(f"{PROG}: "))
     return ref, info

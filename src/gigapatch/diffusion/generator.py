@@ -207,7 +207,8 @@ def level_start(ref_level0: torch.Tensor, out_hw: tuple[int, int], level: int,
     return resize_level(ref_level0, out_hw)[:, y0:y1, x0:x1]
 
 
-def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int, rho: float,
+def sample_levels(ref: torch.Tensor | list[torch.Tensor], levels: Sequence[Level], *,
+                  patch_size: int, rho: float,
                   sigmas: torch.Tensor, eta: float, settings: DenoiserSettings, seed: int,
                   wrap: Wrap = NO_WRAP, mirror: Wrap = NO_WRAP,
                   progress: Callable[[Level, int], None] | None = None,
@@ -217,8 +218,13 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
 
     Parameters
     ----------
-    ref : Tensor, shape (C, H, W)
-        The reference in model space [-1, 1], on the sampling device.
+    ref : Tensor, shape (C, H, W), or list of Tensor
+        The reference in model space [-1, 1], on the sampling device; or its
+        ``gaussian_pyramid`` (one level per entry of ``levels``, coarsest first), which is
+        then CONSUMED: each level is set to ``None`` in the list once its denoiser is built
+        (and level 0 once its start is taken), so a caller that keeps no other reference
+        to a level frees it before the level is sampled (a big reference's finest level
+        is not held beside its index).
     levels : sequence of Level
         The run's levels, coarsest first (``gigapatch.pipeline.plan.plan_levels``); each
         is sampled over its whole output size (a ``resize`` level is the resized
@@ -248,8 +254,13 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
     list of Tensor, shape (C, h_k, w_k)
         Each level's clean estimate in [-1, 1] (not clamped), coarsest first.
     """
-    ref_pyr = gaussian_pyramid(ref, len(levels))
-    channels = ref.shape[0]
+    if isinstance(ref, list):
+        ref_pyr = ref
+    else:
+        ref_pyr = gaussian_pyramid(ref, len(levels))
+    ref = None  # noqa: F841 (the list holds the levels; each is dropped once used)
+    channels = ref_pyr[-1].shape[0]
+    device = ref_pyr[-1].device
     steps = int(sigmas.shape[0])
     outs: list[torch.Tensor] = []
     prev: torch.Tensor | None = None
@@ -257,6 +268,7 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
         h, w = lv.out_hw
         if lv.mode == "resize":
             prev = resize_level(ref_pyr[lv.level], (h, w))
+            ref_pyr[lv.level] = None  # levels are sampled once, coarsest first
             outs.append(prev)
             if progress is not None:
                 progress(lv, steps)
@@ -268,6 +280,7 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
             patch_size=patch_size)
         coarse_up = None if prev is None else periodic_up2(prev, wrap)[:, :h, :w] if wrap \
             else upsample_to_box(prev, (0, 0), box)
+        start = level_start(ref_pyr[0], lv.out_hw, lv.level, prior, box)  # reads level 0 only
 
         def wrapped(d: Denoise) -> Denoise:
             if wrap:
@@ -277,19 +290,21 @@ def sample_levels(ref: torch.Tensor, levels: Sequence[Level], *, patch_size: int
             return d
 
         def run(d: Denoise, lv: Level = lv, coarse_up=coarse_up, box: Window = box,
-                callback: Callable[[int], None] | None = None) -> torch.Tensor:
+                callback: Callable[[int], None] | None = None,
+                start: torch.Tensor | None = start) -> torch.Tensor:
             return sample_level(wrapped(d), box=box, channels=channels, seed=seed,
                                 level=lv.level, sigmas=level_sigmas(sigmas, lv.level, prior),
-                                eta=eta, coarse_up=coarse_up, device=ref.device,
+                                eta=eta, coarse_up=coarse_up, device=device,
                                 callback=callback, wrap=wrap,
                                 period=(h if wrap.y else 0, w if wrap.x else 0),
-                                start=level_start(ref_pyr[0], lv.out_hw, lv.level, prior, box))
+                                start=start)
 
         usage = prior is not None and prior.usage_on(lv.level)
         denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
                                  rho=rho, settings=settings, cache=cache, prior=pos,
                                  usage_strength=prior.usage_strength if usage else 0.0,
                                  pilot=run if usage else None)
+        ref_pyr[lv.level] = None  # the index holds what sampling needs from this level
         prev = run(denoise,
                    callback=(lambda i, lv=lv: progress(lv, 1)) if progress else None)
         outs.append(prev)

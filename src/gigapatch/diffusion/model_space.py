@@ -5,12 +5,50 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["to_model", "to_unit"]
+__all__ = ["to_model", "to_unit", "SAMPLE_TOPS"]
+
+#: integer samples ``to_model`` takes as they are stored: value / top is the [0, 1] value
+#: (the same division as ``gigapatch.storage.read``'s, so the same float32 bits)
+SAMPLE_TOPS = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+
+#: bytes of float32 per band of rows converted at a time
+_BAND_BYTES = 32 * 2**20
 
 
 def to_model(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(H, W, C) float32 in [0, 1] -> Tensor (C, H, W) in [-1, 1] on ``device``."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device) * 2 - 1
+    """(H, W, C) image -> Tensor (C, H, W) float32 in [-1, 1] on ``device``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+        float32 in [0, 1], or uint8 / uint16 samples (divided by 255 / 65535 in float32,
+        exactly as the reader converts them).
+
+    Returns
+    -------
+    Tensor, shape (C, H, W), float32
+        ``x * 2 - 1`` of the [0, 1] values, bit for bit.
+
+    Notes
+    -----
+    Converted in bands of rows straight into the one (C, H, W) result, which is then
+    scaled in place: the only full-size allocation is the result (an 8-bit reference is
+    never held as a float32 (H, W, C) copy too). ``image`` is never written to.
+    """
+    h, w, c = image.shape
+    top = SAMPLE_TOPS.get(image.dtype)
+    out = torch.empty((c, h, w), dtype=torch.float32, device=device)
+    rows = max(1, _BAND_BYTES // max(1, w * c * 4))
+    for r0 in range(0, h, rows):
+        band = image[r0:r0 + rows]
+        if top is None:
+            f = np.asarray(band, dtype=np.float32)
+        else:
+            f = band.astype(np.float32)
+            f /= np.float32(top)
+        out[:, r0:r0 + rows] = torch.from_numpy(np.ascontiguousarray(f)).to(device) \
+            .permute(2, 0, 1)
+    return out.mul_(2).sub_(1)
 
 
 def to_unit(x: torch.Tensor) -> np.ndarray:

@@ -18,6 +18,7 @@ from ..config import Config
 from ..diffusion import generator
 from ..diffusion.backends import LevelCache
 from ..diffusion.model_space import to_model
+from ..diffusion.pyramid import gaussian_pyramid
 from ..diffusion.schedules import flow_linear
 from ..diffusion.torus import Wrap, periodic_size
 from ..errors import GigapatchError
@@ -37,7 +38,8 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
     Parameters
     ----------
     ref : ndarray, shape (H, W, C)
-        The reference in [0, 1] (``load_reference``).
+        The reference: float32 in [0, 1], or its uint8 / uint16 samples
+        (``load_reference(native=True)``; ``to_model`` converts them in bands).
     out_hw : (int, int)
         Output (height, width) of the finest level.
     config : Config
@@ -84,8 +86,11 @@ def sample_levels(ref: np.ndarray, out_hw: tuple[int, int], config: Config, *, s
         bar.update(n)
 
     try:
+        # the pyramid as a list that sample_levels consumes: no frame here keeps the
+        # model-space reference, so each level is freed once its index is built
+        pyramid = gaussian_pyramid(to_model(ref, device), len(levels))
         return generator.sample_levels(
-            to_model(ref, device), levels, patch_size=sc.patch_size, rho=sc.rho,
+            pyramid, levels, patch_size=sc.patch_size, rho=sc.rho,
             sigmas=flow_linear(sc.steps, sc.s_min), eta=sc.eta, settings=settings, seed=seed,
             wrap=wrap, mirror=mirror, progress=step if bar is not None else None,
             cache=cache, prior=prior_settings(config))

@@ -48,6 +48,10 @@ DEFAULT_MAX_INPUT_PIXELS = 400_000_000
 # libvips loader name -> the format name ImageInfo reports.
 _LOADERS = {"pngload": "png", "jpegload": "jpeg", "webpload": "webp", "gifload": "gif"}
 
+#: sample types ``native=True`` keeps as stored (``diffusion.model_space.to_model`` and
+#: ``coerce_image`` divide them by 255 / 65535 exactly as this module does)
+_NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16))
+
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 # libvips interpretations (colour spaces) that are neither grey, RGB nor CMYK: refused.
@@ -183,10 +187,12 @@ def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False,
     image's); floats must be finite and lie in [0, 1] (a 1e-3 slack is clipped). With
     ``signed`` floats with a value below 0 must lie in [-1, 1] and are kept there.
     """
+    # conversions divide in place: one float32 copy of the image, never two (the same
+    # float32 division, so the same bits)
     if a.dtype == np.uint8:
-        return a.astype(np.float32) / np.float32(255), 8
+        return _divided(a, 255), 8
     if a.dtype == np.uint16:
-        return a.astype(np.float32) / np.float32(65535), 16
+        return _divided(a, 65535), 16
     if a.dtype == np.bool_:
         return a.astype(np.float32), 1
     if a.dtype.kind in "iu" and any_int:
@@ -196,13 +202,16 @@ def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False,
                                  f"samples must lie in 0..255 (8-bit) or 0..65535 (16-bit), "
                                  f"so rescale it or give floats in [0, 1]")
         top, depth = (255, 8) if hi <= 255 else (65535, 16)
-        return a.astype(np.float32) / np.float32(top), depth
+        return _divided(a, top), depth
     if a.dtype.kind == "f":
-        f = a.astype(np.float32)
-        if not np.isfinite(f).all():
+        # no copy of a float32 array already in range (the caller's array is returned:
+        # nothing downstream writes into a reference); min/max propagate NaN, so they
+        # also find NaN and infinities without a full-size temporary
+        f = np.asarray(a, dtype=np.float32)
+        lo, hi = (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise GigapatchError(f"{name} holds NaN or infinite values; fill them (e.g. with "
                                  f"0) and give values in [0, 1]")
-        lo, hi = (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
         if signed and lo < -1e-3:
             if lo < -1 - 1e-3 or hi > 1 + 1e-3:
                 raise GigapatchError(f"{name} has float values in [{lo:.4g}, {hi:.4g}]; a "
@@ -213,10 +222,19 @@ def _to_unit_float(a: np.ndarray, name: str, *, any_int: bool = False,
             raise GigapatchError(f"{name} has float values in [{lo:.4g}, {hi:.4g}]; only "
                                  f"[0, 1] is accepted, so rescale it or save it as 8- or "
                                  f"16-bit")
-        return np.clip(f, 0.0, 1.0), 8 * a.dtype.itemsize
+        if lo < 0.0 or hi > 1.0:  # the slack: clipped into a new array
+            f = np.clip(f, 0.0, 1.0)
+        return f, 8 * a.dtype.itemsize
     raise GigapatchError(f"{name} has {a.dtype.name} samples; only 8- and 16-bit unsigned "
                          f"integers or floats in [0, 1] are supported, so convert it to an "
                          f"8- or 16-bit PNG or TIFF")
+
+
+def _divided(a: np.ndarray, top: int) -> np.ndarray:
+    """``a.astype(float32) / float32(top)``, divided in place (no second float copy)."""
+    f = a.astype(np.float32)
+    f /= np.float32(top)
+    return f
 
 
 def _cmyk_to_rgb(a: np.ndarray) -> np.ndarray:
@@ -294,7 +312,7 @@ def _tiff_pages(tif) -> list:
 
 
 def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: dict,
-               keep_alpha: bool = False, signed: bool = False) \
+               keep_alpha: bool = False, signed: bool = False, native: bool = False) \
         -> tuple[np.ndarray, ImageInfo]:
     import tifffile
 
@@ -356,8 +374,14 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
             a = ~a if a.dtype == np.bool_ else (
                 (1 - a) if a.dtype.kind == "f" else np.iinfo(a.dtype).max - a)
     signed = signed and _signed_floats(a)
-    a, depth = _to_unit_float(a, name, signed=signed)
     alpha_idx = [colours + i for i, e in enumerate(extras) if e in (1, 2)]
+    # native: 8/16-bit samples stay integers unless a step below computes in floats
+    as_stored = native and a.dtype in _NATIVE and photometric != P.SEPARATED and not (
+        alpha_idx and extras[alpha_idx[0] - colours] == 1)
+    if as_stored:
+        depth = 8 * a.dtype.itemsize
+    else:
+        a, depth = _to_unit_float(a, name, signed=signed)
     keep = list(range(colours)) + [colours + i for i, e in enumerate(extras) if e not in (1, 2)]
     if alpha_idx:
         if extras[alpha_idx[0] - colours] == 1:  # associated (premultiplied) alpha
@@ -376,7 +400,7 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
     if orientation in _ORIENTATION_WORDS:
         a = apply_orientation(a, orientation)
         notes.append(_orientation_note(path, orientation))
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    a = np.ascontiguousarray(a, dtype=a.dtype if as_stored else np.float32)
     info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth,
                      bool(alpha_idx) and not keep_alpha, "tiff", tuple(notes),
                      bool(alpha_idx) and keep_alpha, signed)
@@ -388,7 +412,7 @@ def _read_tiff(path: Path, max_pixels: int, what: str, page: int | None, words: 
 # --------------------------------------------------------------------------------------
 
 def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: dict,
-               keep_alpha: bool = False, signed: bool = False) \
+               keep_alpha: bool = False, signed: bool = False, native: bool = False) \
         -> tuple[np.ndarray, ImageInfo] | None:
     """Read with pyvips; None when libvips cannot open the file at all."""
     import pyvips
@@ -433,7 +457,11 @@ def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: 
         a = a[:, :, None]
     notes: list[str] = []
     signed = signed and _signed_floats(a)
-    a, depth = _to_unit_float(a, name, signed=signed)
+    as_stored = native and a.dtype in _NATIVE and interpretation != "cmyk"
+    if as_stored:  # 8/16-bit samples as stored (alpha and orientation are slices)
+        depth = 8 * a.dtype.itemsize
+    else:
+        a, depth = _to_unit_float(a, name, signed=signed)
     c = a.shape[2]
     had_alpha = False
     if interpretation == "cmyk" and c >= 4:
@@ -452,7 +480,7 @@ def _read_vips(path: Path, max_pixels: int, what: str, page: int | None, words: 
     if orientation in _ORIENTATION_WORDS:
         a = apply_orientation(a, orientation)
         notes.append(_orientation_note(path, orientation))
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    a = np.ascontiguousarray(a, dtype=a.dtype if as_stored else np.float32)
     info = ImageInfo(str(path), a.shape[1], a.shape[0], a.shape[2], depth, had_alpha, fmt,
                      tuple(notes), keep_alpha and c in (2, 4) and interpretation != "cmyk",
                      signed)
@@ -465,7 +493,8 @@ def _one_line(exc: Any) -> str:
 
 def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
                what: str = "image", page: int | None = None, words: str = "cli",
-               alpha: str = "drop", signed: bool = False) -> tuple[np.ndarray, ImageInfo]:
+               alpha: str = "drop", signed: bool = False,
+               native: bool = False) -> tuple[np.ndarray, ImageInfo]:
     """Read a TIFF, PNG, JPEG, WebP or GIF image as float32 ``(H, W, C)`` in ``[0, 1]``.
 
     Parameters
@@ -494,6 +523,11 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
         in [-1, 1]): they must lie in [-1, 1], are returned in that range and
         ``info.signed`` is True (map stacks, ``gigapatch.stacks``). Without it they are
         refused.
+    native : bool
+        Keep 8- and 16-bit samples as stored (uint8 / uint16: a quarter / half of the
+        float32 array's memory) unless a conversion computes in floats (CMYK, associated
+        alpha); ``coerce_image`` and ``diffusion.model_space.to_model`` turn them into the
+        same float32 values this function would return without it.
 
     Returns
     -------
@@ -517,9 +551,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_INPUT_P
         raise ValueError(f"alpha must be 'drop' or 'keep', got {alpha!r}")
     keep = alpha == "keep"
     if _is_tiff(p):
-        return _read_tiff(p, max_pixels, what, page, w, keep, signed)
+        return _read_tiff(p, max_pixels, what, page, w, keep, signed, native)
     with quiet_vips():
-        result = _read_vips(p, max_pixels, what, page, w, keep, signed)
+        result = _read_vips(p, max_pixels, what, page, w, keep, signed, native)
     if result is not None:
         return result
     raise GigapatchError(f"{what} {p} is not a readable image (unknown format or corrupt "
@@ -574,7 +608,8 @@ def _from_pil(img: Any, name: str) -> tuple[np.ndarray, list[str]]:
     return a, notes
 
 
-def coerce_image(image: Any, *, name: str = "reference") -> tuple[np.ndarray, tuple[str, ...]]:
+def coerce_image(image: Any, *, name: str = "reference",
+                 native: bool = False) -> tuple[np.ndarray, tuple[str, ...]]:
     """An in-memory image (NumPy array, torch tensor or PIL image) as float32 (H, W, C).
 
     Parameters
@@ -588,10 +623,12 @@ def coerce_image(image: Any, *, name: str = "reference") -> tuple[np.ndarray, tu
         CMYK converted to RGB, 16-bit grey kept at 16 bits.
     name : str
         How messages name the input.
+    native : bool
+        Return uint8 / uint16 samples as they are (no float32 copy; see ``read_image``).
 
     Returns
     -------
-    array : ndarray, shape (H, W, C), float32 in [0, 1]
+    array : ndarray, shape (H, W, C), float32 in [0, 1] (or with ``native`` uint8 / uint16)
     notes : tuple of str
 
     Raises
@@ -616,5 +653,7 @@ def coerce_image(image: Any, *, name: str = "reference") -> tuple[np.ndarray, tu
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
         raise GigapatchError(f"{name} array of shape {tuple(arr.shape)}: expected (H, W) or "
                              f"(H, W, C) with C >= 1 channels last")
+    if native and arr.dtype in _NATIVE:
+        return np.ascontiguousarray(arr), tuple(notes)
     a, _ = _to_unit_float(arr, f"{name} array", any_int=True)
     return np.ascontiguousarray(a, dtype=np.float32), tuple(notes)
