@@ -170,3 +170,18 @@ def test_streamed_merge_equals_gather_then_prune_and_never_holds_the_raw_set(
     key = (lambda t: t) if tol == 0 else (lambda t: torch.round(t / (2 * tol)))
     assert torch.equal(key(got.patches[full] + 0.0), key(cell + 0.0))
     assert bool(((pos[..., 0] % g) == 0).all() and ((pos[..., 1] % g) == 0).all())
+
+
+def test_streamed_build_checks_rows_against_their_entry_on_a_hash_collision(monkeypatch):
+    # all-ones multipliers: the two patches of this image, [a, b, b, a] and [b, a, a, b],
+    # share a hash. Kills a streamed build that merges on the hash alone (one entry).
+    from gigapatch.diffusion import patch_index as pi
+
+    monkeypatch.setattr(pi, "_hash_coefficients", lambda d: torch.ones(d, dtype=torch.int64))
+    a, b = 0.25, -0.5
+    img = torch.tensor([[[a, b, a], [b, a, b]]])
+    got = PatchIndex.from_image(img, 2)
+    assert got.size == 2
+    want = PatchIndex.from_image(img, 2, merge_duplicates=False).prune()
+    for name in ("patches", "log_counts", "positions", "position_map"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name

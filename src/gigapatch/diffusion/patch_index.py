@@ -90,8 +90,8 @@ def _duplicate_groups(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return _duplicate_groups_of(lambda i: patches[i], n, d, patches.device)
 
 
-def _duplicate_groups_of(rows_of, n: int, d: int, device: torch.device) \
-        -> tuple[torch.Tensor, torch.Tensor] | None:
+def _duplicate_groups_of(rows_of, n: int, d: int, device: torch.device, *,
+                         check: bool = True) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Groups of bit-identical rows without sorting or even holding the whole (N, D) matrix.
 
     ``rows_of(i)`` returns the rows ``i`` (a slice or an int64 index tensor) as a (len, D)
@@ -103,7 +103,8 @@ def _duplicate_groups_of(rows_of, n: int, d: int, device: torch.device) \
     by hash and every row is then compared with its group's first row, so the grouping is
     exact. Returns ``(inverse, counts)`` with groups numbered in increasing hash order, or
     ``None`` when two different rows share a hash (the caller falls back to
-    ``torch.unique``).
+    ``torch.unique``). ``check=False`` skips the comparison: the caller must then compare
+    each row with its group's first itself (:func:`_group_mismatch`).
     """
     dev = device
     coef = _hash_coefficients(d).to(dev)
@@ -113,16 +114,25 @@ def _duplicate_groups_of(rows_of, n: int, d: int, device: torch.device) \
         b = (rows_of(slice(r0, r0 + rows)) + 0.0).contiguous().view(torch.int32)
         h[r0:r0 + rows] = (b.to(torch.int64) * coef).sum(1)
     _, inverse, counts = torch.unique(h, return_inverse=True, return_counts=True)
-    if counts.numel() == n:
+    if counts.numel() == n or not check:
         return inverse, counts
     first = torch.full((counts.numel(),), n, dtype=torch.long, device=dev)
     first.scatter_reduce_(0, inverse, torch.arange(n, device=dev), reduce="amin")
     dup = (counts > 1)[inverse].nonzero().flatten()
+    if _mismatch(rows_of, lambda i: rows_of(first[inverse[i]]), dup, d):
+        return None
+    return inverse, counts
+
+
+def _mismatch(rows_of, first_rows_of, dup: torch.Tensor, d: int) -> bool:
+    """Whether any of the rows ``dup`` differs (``-0.0`` read as ``0.0``) from its group's
+    first row; ``first_rows_of(i)`` gives the first rows of rows ``i``. In blocks."""
+    rows = _chunk_rows(d * 16)
     for r0 in range(0, dup.numel(), rows):
         i = dup[r0:r0 + rows]
-        if not torch.equal(rows_of(i) + 0.0, rows_of(first[inverse[i]]) + 0.0):
-            return None
-    return inverse, counts
+        if not torch.equal(rows_of(i) + 0.0, first_rows_of(i) + 0.0):
+            return True
+    return False
 
 
 def _merge_plan(inverse: torch.Tensor, counts: torch.Tensor, log_counts: torch.Tensor) \
@@ -296,26 +306,29 @@ class PatchIndex:
             def rows_of(i):
                 return _prune_key(gather_patches(image, ys[i], xs[i], p), prune_tolerance)
 
-            groups = _duplicate_groups_of(rows_of, n, d, dev)
+            # the hashes only: each row is compared with its entry once the entries are
+            # gathered (below), which reads each duplicate row once more instead of twice
+            groups = _duplicate_groups_of(rows_of, n, d, dev, check=False)
         kw = dict(position_step=g, position_hw=(hp, wp))
-        if groups is None:
-            index = cls.from_patches(gather_patches(image, ys, xs, p), p, c, counts,
-                                     positions=torch.stack([ys, xs], 1),
-                                     position_map=torch.arange(n, device=dev).reshape(grid),
-                                     **kw)
-            if merge_duplicates or prune_tolerance > 0:  # a hash collision: sort the rows
-                index = index.prune(prune_tolerance)
-            return index
-        inverse, gcounts = groups
-        if gcounts.numel() == n:  # nothing merges (prune would return the index itself)
+
+        def unmerged() -> "PatchIndex":
             return cls.from_patches(gather_patches(image, ys, xs, p), p, c, counts,
                                     positions=torch.stack([ys, xs], 1),
                                     position_map=torch.arange(n, device=dev).reshape(grid),
                                     **kw)
+
+        if groups is None or groups[1].numel() == n:  # nothing to merge
+            return unmerged()
+        inverse, gcounts = groups
         first, new_of_old, mult = _merge_plan(inverse, gcounts, log_counts)
-        ys, xs = ys[first], xs[first]
-        return cls.from_patches(gather_patches(image, ys, xs, p), p, c, mult,
-                                positions=torch.stack([ys, xs], 1),
+        kept = gather_patches(image, ys[first], xs[first], p)
+        later = (first[new_of_old] != torch.arange(n, device=dev)).nonzero().flatten()
+        if _mismatch(rows_of, lambda i: _prune_key(kept[new_of_old[i]], prune_tolerance),
+                     later, d):  # a hash collision: the in-memory route sorts the rows
+            del kept
+            return unmerged().prune(prune_tolerance)
+        return cls.from_patches(kept, p, c, mult,
+                                positions=torch.stack([ys[first], xs[first]], 1),
                                 position_map=new_of_old.reshape(grid), **kw)
 
     def prune(self, tolerance: float = 0.0) -> "PatchIndex":
