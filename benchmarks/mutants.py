@@ -79,6 +79,22 @@ MUTANTS = [
            (("diffusion/fast.py",
              "w = torch.softmax(logits + dic.log_counts.double().cpu()[None, :], 1)",
              "w = torch.softmax(logits, 1)"),)),
+    Mutant("expand_double", "fast backend: an expanded group's representative still counted "
+           "beside its entries (the group's mass twice)",
+           (("diffusion/fast.py", "ld.scatter_(1, top, -math.inf)",
+             "ld.scatter_(1, top, ld.gather(1, top))"),)),
+    Mutant("expand_mult", "fast backend: an expanded group's entries without their "
+           "multiplicities",
+           (("diffusion/fast.py", "bias_e = idx.log_counts - (a * a * inv2s2) * idx.sq_norms",
+             "bias_e = 0 * idx.log_counts - (a * a * inv2s2) * idx.sq_norms"),)),
+    Mutant("expand_mass", "fast backend: a subsampled group's entries stand for themselves "
+           "only (the group's mass not kept)",
+           (("diffusion/fast.py", "part = torch.log((cnt.to(torch.float32) / nl)",
+             "part = 0 * torch.log((cnt.to(torch.float32) / nl)"),)),
+    Mutant("expand_ess_ignored", "fast backend: groups expanded at every broad step "
+           "(the reference ESS rule ignored)",
+           (("diffusion/fast.py", "and dictionary_ess(lv, s) < prm.expand_below_ess",
+             "and True"),)),
     Mutant("ess_ignored", "fast backend: the ESS switch ignored (fixed broad step count)",
            (("diffusion/fast.py", "or dictionary_ess(lv, s) >= prm.broad_min_ess)",
              "or True)"),)),

@@ -16,6 +16,7 @@ import torch
 from gigapatch.config import load_config
 from gigapatch.diffusion.backends import make_denoise as _make_denoise
 from gigapatch.diffusion.denoiser import fold_window, image_denoise, posterior_mean_exact
+from gigapatch.diffusion import fast as fast_mod
 from gigapatch.diffusion.fast import (FastDenoiser, build_fast_level, dictionary_ess,
                                       fast_extra_halo)
 from gigapatch.diffusion.generator import level_halo, sample_level
@@ -193,7 +194,7 @@ class _Recording(FastDenoiser):
 
     def __call__(self, x, s):
         y = super().__call__(x, s)
-        self.modes.append(self._grid[2])
+        self.modes.append(self._grid[2] + ("+groups" if self._expand else ""))
         return y
 
 
@@ -218,13 +219,14 @@ def test_fast_window_with_halo_matches_whole_image_and_a_short_halo_does_not(str
         dn = _Recording(lv, patch_size=P, rho=0.2, params=replace(
             SETTINGS,
             candidates=4, broad_steps=3, broad_min_ess=thr, query_stride=stride, probes=2,
-            broad_stride=max(2, stride)))
+            broad_stride=max(2, stride), expand_below_ess=1e9))
         dn.modes = modes
         return sample_level(dn, box=box, channels=3, seed=5, level=1,
                             sigmas=flow_linear(steps), eta=0.0)
 
     whole = run((0, 0, h, w))
-    assert modes[:3] == ["mean", "dictionary", "candidates"], modes
+    # (the broad step expands its queries' heaviest groups: that must tile too)
+    assert modes[:3] == ["mean", "dictionary+groups", "candidates"], modes
     need = level_halo(P, steps, blended=False) + fast_extra_halo(P, stride, steps)
     core = (30, 32, 36, 38)
     diffs = {}
@@ -261,3 +263,95 @@ def test_group_seeding_finds_the_exact_best_entry():
     best = logits.argmax(1)
     hit = (support == best[:, None]).any(1).float().mean()
     assert float(hit) >= 0.9, float(hit)
+
+
+def _broad_step(idx, s, monkeypatch, seeds, **kw):
+    """One expanded broad step at noise s: (noisy query patches, their means, level)."""
+    monkeypatch.setattr(fast_mod, "EXPAND_SEEDS", seeds)
+    lv = build_fast_level(idx, pca_dims=6, dictionary_size=24)
+    assert lv.dictionary is not lv.index
+    prm = dict(broad_steps=5, broad_min_ess=0.0, broad_stride=1, query_stride=1,
+               expand_below_ess=1e9)
+    prm.update(kw)
+    dn = FastDenoiser(lv, patch_size=P, rho=0.2, params=replace(SETTINGS, **prm)).bind(
+        origin=(0, 0), seed=1, level=1)
+    a = signal_scale(s)
+    x = a * _texture() + s * gaussian_noise(7, 0, 0, (0, 0, 28, 32), 3)
+    dn(x, 1.0)
+    dn(x, s)
+    xq, means, support, mode = dn.query_posterior(x, torch.arange(0, 24 * 28, 5))
+    assert mode == "dictionary" and support is None and dn._expand
+    return xq, means, lv
+
+
+def test_broad_step_with_every_group_expanded_is_the_exact_posterior(monkeypatch):
+    """Kills expand_double, expand_mult: with every group expanded in full, the broad
+    step's mean is the exact denoiser's over the whole index (each entry once, with its
+    multiplicity), though the dictionary alone is far from it."""
+    idx = PatchIndex.from_image(_texture(), P)
+    assert float(idx.log_counts.max()) > 1.0  # merged entries: multiplicities matter
+    s = 0.4
+    lv0 = build_fast_level(idx, pca_dims=6, dictionary_size=24)
+    xq, means, lv = _broad_step(idx, s, monkeypatch, int(lv0.member_count.max()),
+                                expand_groups=24)
+    want = posterior_mean_exact(xq, idx, signal_scale(s), s)
+    torch.testing.assert_close(means, want, atol=2e-5, rtol=1e-4)
+    coarse = posterior_mean_exact(xq, lv.dictionary, signal_scale(s), s)
+    assert float((coarse - want).abs().max()) > 0.1
+
+
+def test_expanded_broad_step_is_the_exact_posterior_over_its_union(monkeypatch):
+    """Kills expand_mass, expand_double, expand_mult: with the 2 heaviest groups
+    expanded and at most 3 entries per group, each query's mean is the exact denoiser over
+    the index built from its own union: the other representatives (multiplicity = their
+    group's), and per expanded group its entries at the regular spacing j * n // 3, each
+    standing for n / 3 of a group of n > 3 (its own multiplicity times n / 3)."""
+    idx = PatchIndex.from_image(_texture(), P)
+    s = 0.5
+    a = signal_scale(s)
+    xq, means, lv = _broad_step(idx, s, monkeypatch, 3, expand_groups=2)
+    dic = lv.dictionary
+    logits = ((2 * a * xq.double() @ dic.patches.double().T
+               - a * a * (dic.patches.double() ** 2).sum(1)) / (2 * s * s)
+              + dic.log_counts.double())
+    subsampled = 0
+    for i in range(xq.shape[0]):
+        top = torch.topk(logits[i], 2).indices.tolist()
+        rest = [m for m in range(dic.size) if m not in top]
+        pats = [dic.patches[rest]]
+        mult = [dic.log_counts[rest].exp()]
+        for m in top:
+            st, n = int(lv.member_start[m]), int(lv.member_count[m])
+            grp = lv.members[st:st + n]
+            if n > 3:
+                subsampled += 1
+                ids = grp[[j * n // 3 for j in range(3)]]
+                pats.append(idx.patches[ids])
+                mult.append(idx.log_counts[ids].exp() * (n / 3))
+            else:
+                pats.append(idx.patches[grp])
+                mult.append(idx.log_counts[grp].exp())
+        sub = PatchIndex.from_patches(torch.cat(pats), P, 3, torch.cat(mult))
+        want = posterior_mean_exact(xq[i:i + 1], sub, a, s)
+        torch.testing.assert_close(means[i:i + 1], want, atol=2e-5, rtol=1e-4)
+    assert subsampled >= 10  # the count / EXPAND_SEEDS weighting is exercised
+
+
+def test_groups_expanded_only_below_the_reference_ess():
+    """Kills expand_ess_ignored: a broad step expands its queries' heaviest groups exactly
+    when the level's ``dictionary_ess`` at that s is below ``expand_below_ess`` (a global
+    per-level decision, like the switch from the dictionary)."""
+    idx = PatchIndex.from_image(_texture(), P)
+    lv = build_fast_level(idx, pca_dims=6, dictionary_size=24)
+    sig = flow_linear(8).tolist()
+    ess = [dictionary_ess(lv, s) for s in sig[1:5]]
+    assert ess == sorted(ess, reverse=True) and ess[0] > ess[-1] * 1.5
+    for thr in (ess[1] * 0.999, ess[2] * 1.001, 0.0):
+        dn = _Recording(lv, patch_size=P, rho=0.2, params=replace(
+            SETTINGS, broad_steps=5, broad_min_ess=0.0, broad_stride=2,
+            expand_below_ess=thr))
+        dn.modes = []
+        sample_level(dn, box=(0, 0, 20, 22), channels=3, seed=2, level=1,
+                     sigmas=flow_linear(8), eta=0.0)
+        want = ["dictionary+groups" if e < thr else "dictionary" for e in ess]
+        assert dn.modes[1:5] == want, (thr, dn.modes)

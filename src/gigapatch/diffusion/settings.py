@@ -6,7 +6,8 @@ backend choice and construction (``diffusion.backends``), to the fast backend
 (``diffusion.fast``) and, pickled inside a task spec, to tiled workers.
 
 The config is the one place that holds defaults: every field that is a config key has no
-default here, so the two cannot disagree. ``broad_stride`` and ``init`` are not config keys
+default here, so the two cannot disagree. ``broad_stride``, ``init``, ``expand_groups`` and
+``expand_below_ess`` are not config keys
 (internal knobs of the fast backend that tests and benchmarks vary); their defaults are the
 only ones.
 """
@@ -58,6 +59,14 @@ class DenoiserSettings:
         Memory cap of one level's patch index; the fast backend subsamples to it.
     broad_stride : int
         Fast backend: query stride of the broad steps (not a config key).
+    expand_groups : int
+        Fast backend, broad steps: how many of each query's heaviest representatives are
+        replaced by the entries of their groups (0: the dictionary alone; not a config
+        key).
+    expand_below_ess : float
+        Fast backend: the groups are expanded at the broad steps whose median dictionary
+        ESS (``diffusion.fast.dictionary_ess``, global per level and s) is below this
+        (not a config key; above it the dictionary alone is within a few percent).
     init : {"groups", "dictionary", "exhaustive"}
         Fast backend: how the first late step finds its candidates (not a config key):
         the groups of the query's nearest representatives (default), the representatives
@@ -78,3 +87,5 @@ class DenoiserSettings:
     index_budget_mb: int
     broad_stride: int = 4
     init: str = "groups"
+    expand_groups: int = 4
+    expand_below_ess: float = 32.0
