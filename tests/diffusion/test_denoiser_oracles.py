@@ -14,14 +14,15 @@ import pytest
 import torch
 
 from gigapatch.config import load_config
+from gigapatch.diffusion import fast as fast_mod
 from gigapatch.diffusion.backends import make_denoise as _make_denoise
 from gigapatch.diffusion.denoiser import fold_window, image_denoise, posterior_mean_exact
-from gigapatch.diffusion import fast as fast_mod
 from gigapatch.diffusion.fast import (FastDenoiser, build_fast_level, dictionary_ess,
                                       fast_extra_halo)
 from gigapatch.diffusion.generator import level_halo, sample_level
 from gigapatch.diffusion.noise import INIT_STEP, gaussian_noise
 from gigapatch.diffusion.patch_index import PatchIndex
+from gigapatch.diffusion.priors import PositionPrior
 from gigapatch.diffusion.pyramid import down2
 from gigapatch.diffusion.schedules import flow_linear, signal_scale
 from gigapatch.pipeline.plan import denoiser_settings
@@ -355,3 +356,32 @@ def test_groups_expanded_only_below_the_reference_ess():
                      sigmas=flow_linear(8), eta=0.0)
         want = ["dictionary+groups" if e < thr else "dictionary" for e in ess]
         assert dn.modes[1:5] == want, (thr, dn.modes)
+
+
+def test_fully_expanded_broad_step_with_a_position_prior_is_exact(monkeypatch):
+    """The expanded broad step applies the position prior to both its supports (the
+    representatives and the expanded entries): fully expanded, it is the exact denoiser
+    with the prior's pair term over the whole index."""
+    img = _texture()
+    idx = PatchIndex.from_image(img, P)
+    lv = build_fast_level(idx, pca_dims=6, dictionary_size=24)
+    monkeypatch.setattr(fast_mod, "EXPAND_SEEDS", int(lv.member_count.max()))
+    h, w = img.shape[1:]
+    prior = PositionPrior((30.0, 7.0), (h, w), (h, w), P)
+    dn = FastDenoiser(lv, patch_size=P, rho=0.2, prior=prior, params=replace(
+        SETTINGS, expand_groups=24, broad_steps=5, broad_min_ess=0.0, broad_stride=1,
+        query_stride=1, expand_below_ess=1e9)).bind(origin=(0, 0), seed=1, level=1)
+    s = 0.4
+    a = signal_scale(s)
+    x = a * img + s * gaussian_noise(8, 0, 0, (0, 0, h, w), 3)
+    dn(x, 1.0)
+    dn(x, s)
+    qid = torch.arange(0, (h - P + 1) * (w - P + 1), 7)
+    xq, means, _, mode = dn.query_posterior(x, qid)
+    assert mode == "dictionary" and dn._expand
+    nc = w - P + 1
+    pb = prior.pair_bias(qid // nc, qid % nc, idx.positions)
+    want = posterior_mean_exact(xq, idx, a, s, pair_bias=pb)
+    torch.testing.assert_close(means, want, atol=2e-5, rtol=1e-4)
+    flat = posterior_mean_exact(xq, idx, a, s)
+    assert float((flat - want).abs().max()) > 1e-2  # the prior matters here
