@@ -188,6 +188,7 @@ def test_killed_batch_resumes_without_redoing_finished_items(tmp_path, one_worke
     manifest = _manifest(tmp_path, n_small=6)
     jobs = load_manifest(manifest)
     bdir = tmp_path / "m.yaml.gp-batch"
+    record_names = {done_record_path(bdir, j).name for j in jobs}
     cmd = [sys.executable, "-m", "gigapatch", "batch", str(manifest), "--device", "cpu", "-q"]
     # first run: its own local cluster (1 worker process), all killed together
     proc = subprocess.Popen(cmd + ["--workers", "1", "--threads", "1"], cwd=tmp_path,
@@ -197,7 +198,9 @@ def test_killed_batch_resumes_without_redoing_finished_items(tmp_path, one_worke
         # generous: the wait ends as soon as 2 items are done; a loaded CI box may take long
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline and proc.poll() is None:
-            if (bdir / "done").is_dir() and len(os.listdir(bdir / "done")) >= 2:
+            # count finished records only: a record being written is a `.NAME.tmp-PID`
+            # file in the same folder (atomic write), which is not a finished item
+            if (bdir / "done").is_dir() and len(record_names & set(os.listdir(bdir / "done"))) >= 2:
                 break
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -205,7 +208,8 @@ def test_killed_batch_resumes_without_redoing_finished_items(tmp_path, one_worke
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the batch finished before it was killed"
     assert not (bdir / "summary.json").exists()
-    before = {p.name: p.read_text() for p in (bdir / "done").iterdir()}
+    before = {p.name: p.read_text() for p in (bdir / "done").iterdir()
+              if p.name in record_names}
     finished = {j.output for j in jobs if done_record_path(bdir, j).name in before}
     assert 2 <= len(finished) < len(jobs)
 

@@ -161,8 +161,11 @@ def test_ctrl_c_stops_within_seconds_and_resumes(ref_png, tmp_path, capsys, orac
         from gigapatch.cli import main
         sys.exit(main({[str(a) for a in argv]!r}))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE,
-                            text=True)
+    # stderr to a file, not a pipe nobody reads while waiting (a full pipe would block the
+    # child's exit), and readable when the wait below times out
+    err_path = tmp_path / "stderr.txt"
+    err_file = open(err_path, "w")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=err_file, text=True)
     try:
         from gigapatch.storage.runstore import RunStore
 
@@ -176,16 +179,21 @@ def test_ctrl_c_stops_within_seconds_and_resumes(ref_png, tmp_path, capsys, orac
                 continue
             if done >= 2:
                 break
-        assert proc.poll() is None, proc.stderr.read()
+        assert proc.poll() is None, err_path.read_text()
         time.sleep(1.0)  # inside the long tile now
         proc.send_signal(signal.SIGINT)
         # the long tile would take 600 s; exiting at all within the wait proves the point
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("no exit 60 s after SIGINT; stderr:\n"
+                                 + err_path.read_text()[-4000:]) from None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    err = proc.stderr.read()
+        err_file.close()
+    err = err_path.read_text()
     assert code == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert run_dir.is_dir() and not (run_dir / "lock").exists()
