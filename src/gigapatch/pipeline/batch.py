@@ -316,24 +316,13 @@ def batch_graph(jobs: Sequence[BatchJob], small: Sequence[int], parts: dict[int,
 
 def _compute_local(g: BatchGraph, workers: int, on_result: Callable[[str, Any], None]) -> None:
     """The whole graph on local threads (dask's threaded scheduler), ``on_result`` per task."""
-    from multiprocessing.pool import ThreadPool
-
-    import dask.threaded
-    from dask.callbacks import Callback
+    from .run import compute_on_threads
 
     def posttask(key, result, dsk, state, worker_id):
         if key in g.owner:
             on_result(key, result)
 
-    pool = ThreadPool(workers)  # daemon threads: Ctrl-C leaves at once (see run.py)
-    try:
-        with Callback(posttask=posttask):
-            dask.threaded.get(g.dsk, g.keys, num_workers=workers, pool=pool)
-    except KeyboardInterrupt as exc:
-        exc.tiles_running = True  # type: ignore[attr-defined]
-        raise
-    pool.close()
-    pool.join()
+    compute_on_threads(g.dsk, g.keys, workers, posttask)
 
 
 def _compute_distributed(g: BatchGraph, client, *, retries: int,

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -236,31 +236,40 @@ def local_threads(device, workers: int | None, config: Config) -> tuple[int, boo
     return n or 1, False
 
 
-def _execute_local(graph, workers: int, prog: TileProgress) -> None:
+def compute_on_threads(dsk: dict, keys: list, workers: int,
+                       posttask: Callable[..., None]) -> None:
+    """Compute ``keys`` of ``dsk`` on ``workers`` local threads (dask's threaded scheduler),
+    calling dask's ``posttask(key, result, dsk, state, worker_id)`` after each task.
+
+    Daemon threads (multiprocessing's ThreadPool): on Ctrl-C the main thread leaves at once
+    and the process exits while a tile is still computing (its chunk is written atomically,
+    its marker only after it); concurrent.futures threads would be joined at exit, i.e.
+    after the running tiles (minutes). The KeyboardInterrupt then carries
+    ``tiles_running = True``, which tells the CLI to leave with ``os._exit``.
+    """
     from multiprocessing.pool import ThreadPool
 
     import dask.threaded
     from dask.callbacks import Callback
 
+    pool = ThreadPool(workers)
+    try:
+        with Callback(posttask=posttask):
+            dask.threaded.get(dsk, keys, num_workers=workers, pool=pool)
+    except KeyboardInterrupt as exc:
+        exc.tiles_running = True  # type: ignore[attr-defined]
+        raise
+    pool.close()
+    pool.join()
+
+
+def _execute_local(graph, workers: int, prog: TileProgress) -> None:
     def posttask(key, result, dsk, state, worker_id):
         label = graph.label.get(key)
         if label is not None:
             prog.update(label, result[-1] if isinstance(result, tuple) else 0.0)
 
-    # daemon threads (multiprocessing's ThreadPool): on Ctrl-C the main thread leaves at
-    # once and the process exits while a tile is still computing (its chunk is written
-    # atomically, its marker only after it); concurrent.futures threads would be joined at
-    # exit, i.e. after the running tiles (minutes)
-    pool = ThreadPool(workers)
-    try:
-        with Callback(posttask=posttask):
-            dask.threaded.get(graph.dsk, graph.keys, num_workers=workers, pool=pool)
-    except KeyboardInterrupt as exc:
-        # tell the CLI that tile threads are still running (it leaves with os._exit)
-        exc.tiles_running = True  # type: ignore[attr-defined]
-        raise
-    pool.close()
-    pool.join()
+    compute_on_threads(graph.dsk, graph.keys, workers, posttask)
 
 
 def _execute_distributed(graph, address: str, retries: int, device: str,
