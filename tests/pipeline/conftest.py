@@ -32,3 +32,25 @@ def tiled64(ref, cfg, tmp_path_factory):
     d = tmp_path_factory.mktemp("t64") / "run"
     res = _run(ref, cfg, d, tile=64, workers=1)
     return res, read_result(d)
+
+
+@pytest.fixture()
+def builds(monkeypatch):
+    """Counts ``PatchIndex.from_image`` calls (the index builder) in this process, with
+    the process caches (tiled tasks' and the batch's levels) emptied before and after."""
+    from gigapatch.diffusion import patch_index
+    from gigapatch.pipeline import batch, tasks
+
+    n = [0]
+    real = patch_index.PatchIndex.from_image.__func__
+
+    def counting(cls, *a, **k):
+        n[0] += 1
+        return real(cls, *a, **k)
+
+    monkeypatch.setattr(patch_index.PatchIndex, "from_image", classmethod(counting))
+    tasks.CACHE.clear()
+    batch.LEVELS.clear()
+    yield n
+    tasks.CACHE.clear()
+    batch.LEVELS.clear()

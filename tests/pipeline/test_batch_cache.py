@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from gigapatch.api import generate
-from gigapatch.diffusion import patch_index
 from gigapatch.diffusion.backends import LevelCache, level_key
 from gigapatch.diffusion.settings import DenoiserSettings
 from gigapatch.pipeline import batch
@@ -24,22 +23,6 @@ from gigapatch.storage import read_image, write_image
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CHEAP = ["sampler.patch_size=5", "sampler.steps=3", "sampler.eta=0.5"]
-
-
-@pytest.fixture()
-def builds(monkeypatch):
-    """Counts ``PatchIndex.from_image`` calls (the index builder) in this process."""
-    n = [0]
-    real = patch_index.PatchIndex.from_image.__func__
-
-    def counting(cls, *a, **k):
-        n[0] += 1
-        return real(cls, *a, **k)
-
-    monkeypatch.setattr(patch_index.PatchIndex, "from_image", classmethod(counting))
-    batch.LEVELS.clear()
-    yield n
-    batch.LEVELS.clear()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 from gigapatch.api import generate_tiled
 from gigapatch.cli import main
-from gigapatch.diffusion import patch_index
 from gigapatch.pipeline import batch, tasks
 from gigapatch.pipeline.batch import run_batch
 from gigapatch.pipeline.manifest import load_manifest
@@ -24,25 +23,6 @@ from gigapatch.storage.metadata import OutputMetadata, read_metadata
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CHEAP = ["sampler.patch_size=5", "sampler.steps=3", "sampler.eta=0.5", "tiling.tile=64"]
-
-
-@pytest.fixture()
-def builds(monkeypatch):
-    """Counts ``PatchIndex.from_image`` calls (the index builder) in this process, with
-    the process caches emptied before and after."""
-    n = [0]
-    real = patch_index.PatchIndex.from_image.__func__
-
-    def counting(cls, *a, **k):
-        n[0] += 1
-        return real(cls, *a, **k)
-
-    monkeypatch.setattr(patch_index.PatchIndex, "from_image", classmethod(counting))
-    tasks.CACHE.clear()
-    batch.LEVELS.clear()
-    yield n
-    tasks.CACHE.clear()
-    batch.LEVELS.clear()
 
 
 @pytest.fixture()
