@@ -163,6 +163,21 @@ GROUP_SEEDS = 16
 
 # --------------------------------------------------------------------------- level build
 
+#: bytes of one block of a per-row computation (``_nearest``'s distances, ``_rerank``'s and
+#: ``_weights``' gathered candidates): small enough to
+#: be reused from the heap (below glibc's largest mmap threshold, 32 MiB). A block sized by
+#: the whole working budget (hundreds of MB) was a fresh mapping every call, zero-filled
+#: page by page: with 16 candidates the gather took 3.0 s of a 8.5 s sample, 1.4 s with
+#: these blocks (profile of one places50/1 sample, 1 thread; BENCHMARKS.md)
+BLOCK_BYTES = 8 << 20
+
+
+def _block_rows(q: int, row_bytes: int, budget: int) -> int:
+    """Rows per block of a per-query computation taking ``row_bytes`` per row (twice that
+    within ``budget``), at most ``BLOCK_BYTES`` per block."""
+    return max(1, min(q, budget // max(1, 2 * row_bytes), BLOCK_BYTES // max(1, row_bytes)))
+
+
 @blas_invariant
 def _pca(patches: torch.Tensor, dims: int, max_rows: int = 2048) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:
@@ -195,7 +210,7 @@ def _nearest(q: torch.Tensor, keys: torch.Tensor, keys_sq: torch.Tensor, k: int,
     m = q.shape[0]
     n = keys.shape[0]
     k = min(k, n)
-    rows = max(1, min(m, budget_bytes // max(1, 8 * n)))
+    rows = _block_rows(m, 4 * n, budget_bytes)  # (rows, n) float32 distances per block
     ids = torch.empty((m, k), dtype=torch.long, device=q.device)
     dist = torch.empty((m, k), dtype=torch.float32, device=q.device)
     for r0 in range(0, m, rows):
@@ -512,12 +527,16 @@ class FastDenoiser:
             mode = "index"
         else:
             mode = "candidates"
-        cand = self._search(x, a, step, rows, cols, band, budget) if mode == "candidates" \
-            else None
+        # one band: the search's unfolded queries are the weights' too (unfolded once)
+        xq_all = grid_unfold(x, rows, cols, p, wrap=self.wrap) \
+            if mode == "candidates" and nr <= band else None
+        cand = self._search(x, a, step, rows, cols, band, budget, xq_all) \
+            if mode == "candidates" else None
         for r0 in range(0, nr, band):
             rb = rows[r0:r0 + band]
             sel = None if cand is None else cand[r0 * nc:(r0 + rb.numel()) * nc]
-            xq = None if mode == "mean" and self.prior is None else \
+            xq = xq_all if xq_all is not None else \
+                None if mode == "mean" and self.prior is None else \
                 grid_unfold(x, rb, cols, p, wrap=self.wrap)
             out = self._patch_means(xq, rb.numel() * nc, a, s, mode, sel, budget,
                                     self._query_coords(rb, cols))
@@ -691,8 +710,10 @@ class FastDenoiser:
         return out.permute(1, 0, 2).reshape(qid.numel(), 4 * k)
 
     def _search(self, x: torch.Tensor, a: float, step: int, rows: torch.Tensor,
-                cols: torch.Tensor, band: int, budget: int) -> torch.Tensor:
-        """Each query's candidates (Q, k) for this step (reduced-space search)."""
+                cols: torch.Tensor, band: int, budget: int,
+                xq_all: torch.Tensor | None = None) -> torch.Tensor:
+        """Each query's candidates (Q, k) for this step (reduced-space search); ``xq_all``
+        (Q, D): the queries already unfolded (else unfolded here band by band)."""
         lv = self.level
         idx = lv.index
         p = self.patch_size
@@ -700,7 +721,8 @@ class FastDenoiser:
         nr, nc = rows.numel(), cols.numel()
         zs = []
         for r0 in range(0, nr, band):  # the queries as estimates of y, in the reduced space
-            xq = grid_unfold(x, rows[r0:r0 + band], cols, p, wrap=self.wrap)
+            xq = xq_all if xq_all is not None else \
+                grid_unfold(x, rows[r0:r0 + band], cols, p, wrap=self.wrap)
             zs.append((xq / a - lv.mean) @ lv.basis)
         z = torch.cat(zs, 0)
         del zs
@@ -748,7 +770,7 @@ class FastDenoiser:
         lv = self.level
         q, u = union.shape
         d = lv.proj.shape[1]
-        rows = max(1, min(q, budget // max(1, u * (d + 4) * 4 * 2)))
+        rows = _block_rows(q, u * (d + 4) * 4, budget)
         out = torch.empty((q, k), dtype=torch.long, device=union.device)
         for r0 in range(0, q, rows):
             un, _ = torch.sort(union[r0:r0 + rows], dim=1)
@@ -769,7 +791,7 @@ class FastDenoiser:
         idx = self.level.index
         q, k = cand.shape
         dim = idx.dim
-        rows = max(1, min(q, budget // max(1, k * dim * 4 * 2)))
+        rows = _block_rows(q, k * dim * 4, budget)
         out = torch.empty((q, dim), dtype=torch.float32, device=xq.device)
         inv2s2 = 1.0 / (2.0 * s * s)
         for r0 in range(0, q, rows):
