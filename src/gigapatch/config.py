@@ -91,6 +91,7 @@ class DenoiserConfig:
     broad_min_ess: float = 2.0
     prune_tolerance: float = 0.0
     query_stride: int = 2
+    full_stride_pixels: int = 8192
     probes: int = 4
     index_budget_mb: int = 2048
 
@@ -109,6 +110,8 @@ class DenoiserConfig:
                "a number >= 0")
         _check(self.query_stride >= 1, "denoiser.query_stride", self.query_stride,
                "an integer >= 1")
+        _check(self.full_stride_pixels >= 0, "denoiser.full_stride_pixels",
+               self.full_stride_pixels, "an integer >= 0 (output pixels of a level; 0: off)")
         _check(self.probes >= 0, "denoiser.probes", self.probes, "an integer >= 0")
         _check(self.index_budget_mb >= 16, "denoiser.index_budget_mb", self.index_budget_mb,
                "an integer >= 16 (megabytes)")

@@ -94,7 +94,8 @@ def test_items_with_other_index_settings_do_not_reuse_it(tmp_path, client, build
 def _settings(**kw) -> DenoiserSettings:
     base = dict(backend="fast", dtype="float32", memory_budget_mb=64, candidates=8,
                 pca_dims=8, dictionary_size=64, broad_steps=1, broad_min_ess=2.0,
-                prune_tolerance=0.0, query_stride=1, probes=2, index_budget_mb=16)
+                prune_tolerance=0.0, query_stride=1, probes=2, index_budget_mb=16,
+                full_stride_pixels=0)
     base.update(kw)
     return DenoiserSettings(**base)
 

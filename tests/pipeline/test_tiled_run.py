@@ -45,6 +45,20 @@ def test_tiled_equals_whole_image(ref, cfg, oracle, tiled64, tile, workers, tmp_
     assert not (tmp_path / "run" / "levels" / str(len(res.plan.levels) - 1)).exists()
 
 
+def test_tiled_equals_whole_with_a_small_level_at_full_stride(ref, tmp_path):
+    # the fast level under denoiser.full_stride_pixels queries every patch
+    # (diffusion.backends.level_settings): the tiles must use the level's settings too
+    from gigapatch.api import generate
+    from gigapatch.pipeline import read_result
+
+    cfg = load_config("default", OVERRIDES + ["denoiser.full_stride_pixels=20000"])
+    res = _run(ref, cfg, tmp_path / "run", tile=64)
+    fast = [lv for lv in res.plan.levels if lv.backend == "fast"]
+    assert fast and all(lv.out_hw[0] * lv.out_hw[1] <= 20000 for lv in fast)
+    whole = generate(ref, size=SIZE, seed=SEED, config=cfg, device="cpu")
+    assert np.array_equal(quantise(read_result(tmp_path / "run"), 8), quantise(whole, 8))
+
+
 def test_global_coarse_levels_then_tiles(ref, oracle, tmp_path):
     from gigapatch.pipeline import read_result
 

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .backends import LevelCache, level_denoiser
+from .backends import LevelCache, level_denoiser, level_settings
 from .levels import Level
 from .noise import INIT_STEP, gaussian_noise
 from .priors import PriorSettings, level_sigmas, noised_start
@@ -301,7 +301,8 @@ def sample_levels(ref: torch.Tensor | list[torch.Tensor], levels: Sequence[Level
 
         usage = prior is not None and prior.usage_on(lv.level)
         denoise = level_denoiser(ref_pyr[lv.level], lv.backend, patch_size=patch_size,
-                                 rho=rho, settings=settings, cache=cache, prior=pos,
+                                 rho=rho, settings=level_settings(settings, lv.out_hw),
+                                 cache=cache, prior=pos,
                                  usage_strength=prior.usage_strength if usage else 0.0,
                                  pilot=run if usage else None)
         ref_pyr[lv.level] = None  # the index holds what sampling needs from this level

@@ -24,7 +24,8 @@ CONFIG_FIELDS = {
     "candidates": "candidates", "pca_dims": "pca_dims", "dictionary_size": "dictionary_size",
     "broad_steps": "broad_below_steps", "broad_min_ess": "broad_min_ess",
     "prune_tolerance": "prune_tolerance",
-    "query_stride": "query_stride", "probes": "probes", "index_budget_mb": "index_budget_mb",
+    "query_stride": "query_stride", "full_stride_pixels": "full_stride_pixels",
+    "probes": "probes", "index_budget_mb": "index_budget_mb",
 }
 
 
@@ -53,6 +54,9 @@ class DenoiserSettings:
         noise level ``s`` gives a median dictionary ESS below this, measured on the level's
         own reference patches noised at ``s`` (``diffusion.fast.dictionary_ess``): global
         per level, never from a window's content, so every tile switches at the same step.
+    full_stride_pixels : int
+        Fast backend: a level of at most this many output pixels queries every patch
+        (query and broad stride 1; ``diffusion.backends.level_settings``).
     prune_tolerance : float
         Merge reference patches closer than this (0: keep all).
     index_budget_mb : int
@@ -85,6 +89,7 @@ class DenoiserSettings:
     query_stride: int
     probes: int
     index_budget_mb: int
+    full_stride_pixels: int
     broad_stride: int = 4
     init: str = "groups"
     expand_groups: int = 4

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..diffusion.backends import level_denoiser
+from ..diffusion.backends import level_denoiser, level_settings
 from ..diffusion.generator import (coarse_box_for, level_start, resize_level, sample_level,
                                    upsample_to_box)
 from ..diffusion.levels import Level
@@ -176,7 +176,7 @@ def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
         pos = None if spec.prior is None else spec.prior.position_prior(
             level, out_hw=lv.out_hw, ref_hw=tuple(ref.shape[1:]), patch_size=spec.patch_size)
         return level_denoiser(ref, lv.backend, patch_size=spec.patch_size, rho=spec.rho,
-                              settings=spec.denoiser, prior=pos)
+                              settings=level_settings(spec.denoiser, lv.out_hw), prior=pos)
 
     return CACHE.get(denoiser_key(spec, level, device), build)
 
@@ -188,7 +188,8 @@ def denoiser_key(spec: TaskSpec, level: int, device: torch.device) -> tuple:
     the device."""
     lv = spec.levels[level]
     return ("denoiser", spec.ref_key or spec.run_dir, len(spec.levels), level, lv.backend,
-            spec.patch_size, spec.rho, repr(spec.denoiser), repr(spec.prior),
+            spec.patch_size, spec.rho, repr(level_settings(spec.denoiser, lv.out_hw)),
+            repr(spec.prior),
             lv.out_hw if spec.prior is not None else None, str(device))
 
 
@@ -229,7 +230,7 @@ def usage_level_denoiser(spec: TaskSpec, level: int, device: torch.device, store
                                                   level, spec.prior, window))
 
         return level_denoiser(ref, lv.backend, patch_size=spec.patch_size, rho=spec.rho,
-                              settings=spec.denoiser, prior=pos,
+                              settings=level_settings(spec.denoiser, lv.out_hw), prior=pos,
                               usage_strength=spec.prior.usage_strength, pilot=pilot)
 
     return CACHE.get(("usage", spec.run_dir, level, str(device), window), build)
