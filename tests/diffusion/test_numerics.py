@@ -11,6 +11,8 @@ and whole images by up to 5 grey levels (a different candidate patch won).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,42 @@ def test_one_blas_thread_nests_and_restores(threads):
             pass
         assert numerics._MKL_LOCAL(1) == 1  # still one thread after the inner block
     assert numerics._MKL_LOCAL(3) == 3  # the caller's setting is back
+
+
+def test_row_blocks_cover_every_row_once_on_several_threads(threads):
+    # every row written exactly once (kills a lost last block, overlapping blocks), with
+    # two blocks running at the same time (kills a loop that never uses a second thread:
+    # the barrier needs both), each under one BLAS thread (kills a missing guard)
+    torch.set_num_threads(2)
+    hits = torch.zeros(103, dtype=torch.int64)
+    meet = threading.Barrier(2, timeout=20)
+    local = []
+
+    def fn(r0, r1):
+        if r0 < 20:  # the first two blocks wait for each other
+            meet.wait()
+        local.append(numerics._MKL_LOCAL(1))  # the previous local setting: 1 inside
+        hits[r0:r1] += 1
+
+    numerics.for_row_blocks(fn, 103, 10)
+    assert torch.equal(hits, torch.ones(103, dtype=torch.int64))
+    assert local == [1] * 11
+
+
+def test_candidate_steps_are_thread_invariant(big_index, threads):
+    # the fast backend's row-block threads: the same bits at every thread count
+    from dataclasses import replace
+
+    from gigapatch.config import load_config
+    from gigapatch.diffusion.fast import make_fast_denoise
+    from gigapatch.pipeline.plan import denoiser_settings
+
+    prm = replace(denoiser_settings(load_config()), broad_steps=0, memory_budget_mb=16)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn((3, 100, 100), generator=g) * 0.5  # 2500 queries: several blocks
+
+    def run():
+        den = make_fast_denoise(big_index, patch_size=5, rho=0.2, params=prm).bind(seed=2)
+        return (den(x, 0.5), den(x * 0.9, 0.3))
+
+    assert _same_bits(_at_threads(run))

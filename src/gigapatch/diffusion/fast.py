@@ -57,7 +57,7 @@ import torch
 
 from .denoiser import GEMM_DTYPES, fold_window, posterior_mean_exact
 from .noise import mix64, srl, stream_key
-from .numerics import blas_invariant
+from .numerics import blas_invariant, for_row_blocks
 from .patch_index import CHUNK_BYTES, PatchIndex
 from .priors import PairBias, PositionPrior
 from .schedules import signal_scale
@@ -772,17 +772,20 @@ class FastDenoiser:
         d = lv.proj.shape[1]
         rows = _block_rows(q, u * (d + 4) * 4, budget)
         out = torch.empty((q, k), dtype=torch.long, device=union.device)
-        for r0 in range(0, q, rows):
-            un, _ = torch.sort(union[r0:r0 + rows], dim=1)
+
+        def block(r0: int, r1: int) -> None:
+            un, _ = torch.sort(union[r0:r1], dim=1)
             dup = torch.zeros_like(un, dtype=torch.bool)
             dup[:, 1:] = un[:, 1:] == un[:, :-1]
             pr = _rows(lv.proj, un)  # (r, u, d)
-            zb = z[r0:r0 + rows].to(pr.dtype)
+            zb = z[r0:r1].to(pr.dtype)
             dist = lv.proj_sq[un] - 2.0 * torch.bmm(pr, zb[:, :, None])[..., 0].float()
             dist = dist.masked_fill(dup, math.inf)
             # ties broken by the (sorted) entry id: deterministic whatever the union order
             _, pick = torch.topk(dist, min(k, u), dim=1, largest=False, sorted=True)
-            out[r0:r0 + rows] = torch.gather(un, 1, pick)
+            out[r0:r1] = torch.gather(un, 1, pick)
+
+        for_row_blocks(block, q, rows, device=union.device)
         return out
 
     def _weights(self, xq: torch.Tensor, cand: torch.Tensor, a: float, s: float,
@@ -794,22 +797,23 @@ class FastDenoiser:
         rows = _block_rows(q, k * dim * 4, budget)
         out = torch.empty((q, dim), dtype=torch.float32, device=xq.device)
         inv2s2 = 1.0 / (2.0 * s * s)
-        for r0 in range(0, q, rows):
-            cb = cand[r0:r0 + rows]
+
+        def block(r0: int, r1: int) -> None:
             # duplicates (few unique entries) count once
-            sc, _ = torch.sort(cb, dim=1)
+            sc, _ = torch.sort(cand[r0:r1], dim=1)
             dup = torch.zeros_like(sc, dtype=torch.bool)
             dup[:, 1:] = sc[:, 1:] == sc[:, :-1]
             y = _rows(idx.patches, sc)  # (r, k, D)
-            xb = xq[r0:r0 + rows]
-            dots = torch.bmm(y, xb[:, :, None])[..., 0]
+            dots = torch.bmm(y, xq[r0:r1, :, None])[..., 0]
             logits = (2.0 * a * dots - a * a * idx.sq_norms[sc]) * inv2s2 + idx.log_counts[sc]
             if qc is not None:
                 pb = PairBias(qc, self._e_index, self.prior.weights)
-                logits = logits + pb.gathered(qc[r0:r0 + rows], self._e_index[sc])
+                logits = logits + pb.gathered(qc[r0:r1], self._e_index[sc])
             logits = logits.masked_fill(dup, -math.inf)
             wts = torch.softmax(logits, 1)
-            out[r0:r0 + rows] = torch.bmm(wts[:, None, :], y)[:, 0]
+            out[r0:r1] = torch.bmm(wts[:, None, :], y)[:, 0]
+
+        for_row_blocks(block, q, rows, device=xq.device)
         return out
 
 

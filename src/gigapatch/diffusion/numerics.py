@@ -22,6 +22,7 @@ nothing.
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import ctypes
 import functools
 import glob
@@ -30,7 +31,7 @@ from typing import Callable, Iterator, TypeVar
 
 import torch
 
-__all__ = ["one_blas_thread", "blas_invariant"]
+__all__ = ["one_blas_thread", "blas_invariant", "for_row_blocks"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -75,3 +76,30 @@ def blas_invariant(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def for_row_blocks(fn: Callable[[int, int], None], n: int, rows: int, *,
+                   device: torch.device | str = "cpu") -> None:
+    """Call ``fn(r0, r1)`` for the row blocks ``[r0, r1)`` of ``range(n)``, ``rows`` each.
+
+    On the CPU the blocks run on up to ``torch.get_num_threads()`` Python threads, each
+    block under :func:`one_blas_thread`: the blocks (and so every row's arithmetic) are
+    the same whatever the thread count, only who computes them changes. For per-row
+    computations whose blocks write disjoint outputs (``fn`` must not depend on the
+    order). Since every GEMM runs single-threaded for invariance, this is how the fast
+    backend's candidate steps use more than one core.
+    """
+    starts = list(range(0, n, max(1, rows)))
+    workers = min(len(starts), torch.get_num_threads())
+    if workers <= 1 or torch.device(device).type != "cpu":
+        for r0 in starts:
+            fn(r0, min(n, r0 + rows))
+        return
+
+    def one(r0: int) -> None:
+        with one_blas_thread():
+            fn(r0, min(n, r0 + rows))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for f in [pool.submit(one, r0) for r0 in starts]:
+            f.result()
