@@ -84,8 +84,8 @@ class DenoiserConfig:
     backend: Literal["auto", "exact", "fused", "fast"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     memory_budget_mb: int = 1024
-    candidates: int = 8
-    pca_dims: int = 32
+    candidates: int = 16
+    pca_dims: int = 64
     dictionary_size: int = 2048
     broad_below_steps: int = 5
     broad_min_ess: float = 2.0

@@ -74,7 +74,7 @@ def test_denoiser_settings_come_from_the_config_only():
     assert (s.candidates, s.query_stride, s.broad_steps) == (5, 3, 1)
     # the default preset's values (configs/default.yaml)
     d = denoiser_settings(load_config())
-    assert (d.candidates, d.query_stride, d.full_stride_pixels) == (8, 2, 8192)
+    assert (d.candidates, d.query_stride, d.full_stride_pixels) == (16, 2, 8192)
 
 
 @pytest.mark.parametrize("mode,forced,hw,want", [
