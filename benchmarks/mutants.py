@@ -95,6 +95,26 @@ MUTANTS = [
            "(the reference ESS rule ignored)",
            (("diffusion/fast.py", "and dictionary_ess(lv, s) < prm.expand_below_ess",
              "and True"),)),
+    Mutant("full_stride_ignored", "a small fast level keeps the configured query stride "
+           "(denoiser.full_stride_pixels ignored)",
+           (("diffusion/backends.py",
+             "if out_hw[0] * out_hw[1] <= settings.full_stride_pixels:", "if False:"),)),
+    Mutant("full_stride_tiles", "the tiled tasks build a small fast level with the run's "
+           "settings instead of the level's",
+           (("pipeline/tasks.py",
+             "settings=level_settings(spec.denoiser, lv.out_hw), prior=pos)",
+             "settings=spec.denoiser, prior=pos)"),)),
+    Mutant("blocks_one_thread", "the fast backend's row blocks never use a second thread",
+           (("diffusion/numerics.py",
+             "workers = min(len(starts), torch.get_num_threads())", "workers = 1"),)),
+    Mutant("blocks_unguarded", "row blocks on several threads without the one-BLAS-thread "
+           "guard", (("diffusion/numerics.py",
+                      "with one_blas_thread(), torch.inference_mode(inference)",
+                      "with torch.inference_mode(inference)"),)),
+    Mutant("blocks_modeless", "row blocks on several threads without the caller's inference "
+           "mode", (("diffusion/numerics.py",
+                     "with one_blas_thread(), torch.inference_mode(inference), "
+                     "torch.set_grad_enabled(grad):", "with one_blas_thread():"),)),
     Mutant("ess_ignored", "fast backend: the ESS switch ignored (fixed broad step count)",
            (("diffusion/fast.py", "or dictionary_ess(lv, s) >= prm.broad_min_ess)",
              "or True)"),)),

@@ -113,6 +113,22 @@ def test_row_blocks_cover_every_row_once_on_several_threads(threads):
     assert local == [1] * 11
 
 
+def test_row_blocks_run_in_the_callers_inference_mode(threads):
+    # torch's modes are per thread: a batch runs under inference mode and its blocks write
+    # into tensors made there (kills blocks that drop the caller's mode)
+    torch.set_num_threads(2)
+    with torch.inference_mode():
+        out = torch.zeros(40)
+        modes = []
+
+        def fn(r0, r1):
+            modes.append(torch.is_inference_mode_enabled())
+            out[r0:r1] = 1.0
+
+        numerics.for_row_blocks(fn, 40, 10)
+    assert torch.equal(out, torch.ones(40)) and modes == [True] * 4
+
+
 def test_candidate_steps_are_thread_invariant(big_index, threads):
     # the fast backend's row-block threads: the same bits at every thread count
     from dataclasses import replace

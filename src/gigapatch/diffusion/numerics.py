@@ -96,8 +96,12 @@ def for_row_blocks(fn: Callable[[int, int], None], n: int, rows: int, *,
             fn(r0, min(n, r0 + rows))
         return
 
+    # torch's inference and grad modes are per thread: the blocks run in the caller's
+    # (a block writing into an inference tensor outside inference mode is refused)
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
     def one(r0: int) -> None:
-        with one_blas_thread():
+        with one_blas_thread(), torch.inference_mode(inference), torch.set_grad_enabled(grad):
             fn(r0, min(n, r0 + rows))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
