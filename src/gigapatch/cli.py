@@ -600,7 +600,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     ref, info = _read_reference(args, cfg)
     from . import api
     from .info import format_bytes, format_table, level_costs
-    from .pipeline.plan import plan_levels
+    from .pipeline.plan import denoiser_settings, plan_levels
     from .storage.metadata import read_metadata
 
     cfg = _resolve_bit_depth(cfg, info, "", None)
@@ -622,7 +622,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
           f"{format_bytes(dn.memory_budget_mb * 2**20)} per call")
     print(f"levels, coarsest first (sizes and memory of the exact denoiser; dictionary = "
           f"ref patches x P*P*C x 4 bytes; backend as chosen on {device.type}):")
-    for line in format_table(costs):
+    for line in format_table(costs, settings=denoiser_settings(cfg)):
         print("  " + line)
     peak = max(e.memory_bytes for e in costs)
     total = sum(e.gflop for e in costs)

@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from .diffusion.backends import level_settings
 from .diffusion.levels import Level, patch_count
+from .diffusion.settings import DenoiserSettings
 
 __all__ = ["LevelCost", "level_costs", "format_bytes", "format_table"]
 
@@ -78,9 +80,17 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def format_table(costs: Sequence[LevelCost]) -> list[str]:
+def _backend(lv: Level, settings: DenoiserSettings | None) -> str:
+    if lv.backend != "fast" or settings is None:
+        return lv.backend
+    return f"fast, stride {level_settings(settings, lv.out_hw).query_stride}"
+
+
+def format_table(costs: Sequence[LevelCost], *,
+                 settings: DenoiserSettings | None = None) -> list[str]:
     """Aligned text rows (header first), one per level, coarsest first, with whether the
-    level is tiled and the denoiser backend it will use."""
+    level is tiled and the denoiser backend it will use (with ``settings``, a fast level
+    also shows its query stride: ``diffusion.backends.level_settings``)."""
     rows = [("level", "reference", "output", "ref patches", "query patches", "dictionary",
              "working", "exact GFLOP", "tiled", "backend")]
     for e in costs:
@@ -89,7 +99,7 @@ def format_table(costs: Sequence[LevelCost]) -> list[str]:
                      f"{lv.out_hw[1]}x{lv.out_hw[0]}", f"{lv.patches:,}",
                      f"{e.query_patches:,}", format_bytes(e.dictionary_bytes),
                      format_bytes(e.working_bytes), f"{e.gflop:,.1f}",
-                     "yes" if lv.mode == "tiled" else "no", lv.backend))
+                     "yes" if lv.mode == "tiled" else "no", _backend(lv, settings)))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     return ["  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in
                       enumerate(zip(r, widths))).rstrip() for r in rows]

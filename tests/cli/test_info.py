@@ -40,3 +40,16 @@ def test_info_shows_halo_cost_per_level_and_warns_on_small_tiles(capsys, ref24):
     assert code == 0, err
     assert "tile 64;" in out and "tiles  2209" in out  # ceil(3000/64)^2 = 47^2
     assert "warning: tile 64 is under 4x the halo (32 px)" in out
+
+
+def test_info_shows_each_fast_levels_query_stride(capsys, ref24):
+    # 48x48 output, P = 5, fast everywhere: 12x12 and 24x24 are within full_stride_pixels
+    # (stride 1), 48x48 (2304 px) is not with the threshold at 1000
+    code, stdout, err = _run(capsys, ["info", ref24, "--scale", "2", *CHEAP,
+                                      "--set", "denoiser.backend=fast",
+                                      "--set", "denoiser.full_stride_pixels=1000"])
+    assert code == 0, err
+    rows = {line.split()[2]: line for line in stdout.splitlines()
+            if line.strip()[:1].isdigit() and "x" in line}
+    assert rows["24x24"].endswith("fast, stride 1")
+    assert rows["48x48"].endswith("fast, stride 2")
