@@ -187,6 +187,20 @@ def test_auto_tile_is_capped_by_the_window_memory():
     assert big.tile == 5120  # the overhead bound, when memory allows
 
 
+def test_auto_tile_counts_a_tiled_level_at_full_stride():
+    # a tiled fast level under denoiser.full_stride_pixels queries every patch: its window
+    # costs the stride-1 bytes per pixel (kills a tile sized by the configured stride 2)
+    from gigapatch.pipeline.plan import window_bytes_per_pixel
+
+    mb = 12288
+    plan = _default_plan((8192, 8192), overrides=[f"tiling.window_memory_mb={mb}",
+                                                  "denoiser.full_stride_pixels=100000000"])
+    bpp = window_bytes_per_pixel(3, 15, 1)
+    t = plan.tile
+    assert (t + 460) ** 2 * bpp <= mb * 2**20 < (t + 512 + 460) ** 2 * bpp
+    assert t < _default_plan((8192, 8192), overrides=[f"tiling.window_memory_mb={mb}"]).tile
+
+
 def test_auto_window_memory_is_half_the_device(monkeypatch):
     import gigapatch.pipeline.plan as plan_mod
     from gigapatch.config import load_config

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from ..config import Config, TilingConfig, config_hash
-from ..diffusion.backends import level_backend
+from ..diffusion.backends import level_backend, level_settings
 from ..diffusion.fast import fast_extra_halo
 from ..diffusion.generator import level_halo
 from ..diffusion.levels import Level, auto_level_count, level_sizes, patch_count
@@ -314,8 +314,10 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
                          settings=settings)
     log_levels(levels, config)
     tiled_levels = [lv for lv in levels if lv.mode == "tiled"]
-    stride = max((settings.query_stride if lv.backend == "fast" else 1 for lv in tiled_levels),
-                 default=1)
+    # each fast level's own query grid (a tiled level under denoiser.full_stride_pixels
+    # queries every patch: four times the window memory of stride 2)
+    stride = max((level_settings(settings, lv.out_hw).query_stride if lv.backend == "fast"
+                  else 1 for lv in tiled_levels), default=1)
     tile = resolve_tile(tile or config.tiling.tile, [lv.halo for lv in tiled_levels],
                         max_overhead=config.tiling.max_overhead,
                         window_bytes_per_px=window_bytes_per_pixel(
