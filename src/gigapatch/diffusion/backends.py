@@ -27,8 +27,8 @@ from .sampling import Denoise
 from .schedules import signal_scale
 from .settings import DenoiserSettings
 
-__all__ = ["level_backend", "level_settings", "make_denoise", "level_denoiser", "index_entries", "LevelCache",
-           "level_key", "reweighted"]
+__all__ = ["level_backend", "level_settings", "make_denoise", "level_denoiser",
+           "index_entries", "LevelCache", "level_key", "reweighted"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ def level_settings(settings: DenoiserSettings, out_hw: tuple[int, int]) -> Denoi
     A level of at most ``settings.full_stride_pixels`` output pixels queries every patch
     (``query_stride`` and ``broad_stride`` 1): the coarse levels set the layout every finer
     level follows, so their query grid decides how close the whole sample stays to the
-    exact sampler's (measured on 10 references: the largest single gain, BENCHMARKS.md,
-    "Query stride 1 on the small levels"), and they cost little. Global per level (never
+    exact sampler's (measured on 5 references: the largest single gain, BENCHMARKS.md,
+    "Closer to the exact sampler"), and they cost little. Global per level (never
     from a tile), so a tile and the whole image use the same settings.
     """
     if out_hw[0] * out_hw[1] <= settings.full_stride_pixels:
