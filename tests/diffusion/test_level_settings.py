@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from gigapatch.config import load_config
 from gigapatch.diffusion.backends import level_settings
