@@ -30,6 +30,19 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def git_head() -> str | None:
+    """The checkout's commit (with ``+dirty`` for local changes), or None outside git."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "src"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="8192x8192", help="output WxH")
@@ -52,12 +65,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     t_import = time.perf_counter()
+    load0 = list(os.getloadavg())
     import torch
 
     from gigapatch.api import generate_tiled, load_reference
     from gigapatch.config import load_config
     from gigapatch.pipeline import TiledOptions
     from gigapatch.pipeline.run import _write_output
+    from gigapatch.storage.diskspace import used_bytes
     from gigapatch.storage.runstore import RunStore
 
     w, h = (int(v) for v in a.size.lower().split("x"))
@@ -81,6 +96,9 @@ def main(argv=None) -> int:
     print(f"[bench] sampled in {phases['sample+pyramid']:.1f} s, rss {rss_mb():.0f} MB",
           file=sys.stderr, flush=True)
     rss_after_sampling = rss_mb()
+    # the run store only grows during a run (chunks are written once, never deleted before
+    # the end), so its size now is its peak: every level's scratch plus the output levels
+    scratch = used_bytes(run_dir)
 
     writers = {}
     store = RunStore.open(run_dir)
@@ -126,6 +144,9 @@ def main(argv=None) -> int:
         "halo_overhead_all_levels": round(computed / level_px, 4),
         "levels": levels,
         "peak_rss_mb": round(rss_mb(), 1), "rss_after_sampling_mb": round(rss_after_sampling, 1),
+        "scratch_bytes": scratch, "scratch_bytes_per_output_px": round(scratch / out_px, 3),
+        "torch_threads": torch.get_num_threads(), "git": git_head(),
+        "loadavg_start": load0, "loadavg_end": list(os.getloadavg()),
         "wall_s": round(time.perf_counter() - t_import, 2),
     }
     text = json.dumps(result, indent=2)

@@ -171,18 +171,41 @@ def test_default_preset_default_tile_halo_cost_at_most_1_2(side):
                if lv.mode == "tiled") > 1.7
 
 
-def test_auto_tile_is_capped_by_the_window_memory():
-    # kills: the memory cap ignored (5120 on a 24 GB CPU: a ~23 GB window), a cap that
-    # overshoots (the chosen window must fit) or undershoots (the next 512 up must not fit)
+def _window_bpp(overrides=()):
+    from gigapatch.config import load_config
+    from gigapatch.pipeline.plan import denoiser_settings
     from gigapatch.pipeline.plan import window_bytes_per_pixel
 
-    bpp = window_bytes_per_pixel(3, 15, 2)
-    assert bpp == 4 * 3 * 225 // 4 + 64
-    for mb in (2048, 6144, 12288, 20000):
+    cfg = load_config("default", list(overrides))
+    return window_bytes_per_pixel(3, 15, denoiser_settings(cfg))
+
+
+def test_window_bytes_per_pixel_written_out():
+    # the default preset's fast window: (4 * 64 PCA dims + 2 * 8 * 16 candidates) / stride^2
+    # + 24 * 3 = 200 bytes (measured 198: BENCHMARKS.md); kills a per-query term dropped or
+    # a stride ignored
+    from gigapatch.config import load_config
+    from gigapatch.pipeline.plan import denoiser_settings
+    from gigapatch.pipeline.plan import window_bytes_per_pixel
+
+    assert _window_bpp() == 200
+    assert _window_bpp(["denoiser.query_stride=1"]) == 512 + 72
+    assert _window_bpp(["denoiser.candidates=8", "denoiser.pca_dims=32"]) == (128 + 128) // 4 + 72
+    exact = window_bytes_per_pixel(3, 15, denoiser_settings(load_config("default")),
+                                   backend="exact")
+    assert exact == 4 * 3 * 225 + 64
+
+
+def test_auto_tile_is_capped_by_the_window_memory():
+    # kills: the memory cap ignored (the overhead bound's 5120 whatever the memory), a cap
+    # that overshoots (the chosen window must fit beside the denoiser's 1 GiB working
+    # budget) or undershoots (the next 512 up must not fit)
+    bpp = _window_bpp()
+    for mb in (1536, 2048, 4096, 6144):
         plan = _default_plan((8192, 8192), overrides=[f"tiling.window_memory_mb={mb}"])
-        t, budget = plan.tile, mb * 2**20
+        t, avail = plan.tile, (mb - 1024) * 2**20
         assert t % 512 == 0 and t < 5120
-        assert (t + 460) ** 2 * bpp <= budget < (t + 512 + 460) ** 2 * bpp
+        assert (t + 460) ** 2 * bpp <= avail < (t + 512 + 460) ** 2 * bpp
     big = _default_plan((8192, 8192), overrides=["tiling.window_memory_mb=100000"])
     assert big.tile == 5120  # the overhead bound, when memory allows
 
@@ -190,15 +213,24 @@ def test_auto_tile_is_capped_by_the_window_memory():
 def test_auto_tile_counts_a_tiled_level_at_full_stride():
     # a tiled fast level under denoiser.full_stride_pixels queries every patch: its window
     # costs the stride-1 bytes per pixel (kills a tile sized by the configured stride 2)
-    from gigapatch.pipeline.plan import window_bytes_per_pixel
-
-    mb = 12288
+    mb = 6144
     plan = _default_plan((8192, 8192), overrides=[f"tiling.window_memory_mb={mb}",
                                                   "denoiser.full_stride_pixels=100000000"])
-    bpp = window_bytes_per_pixel(3, 15, 1)
-    t = plan.tile
-    assert (t + 460) ** 2 * bpp <= mb * 2**20 < (t + 512 + 460) ** 2 * bpp
+    bpp = _window_bpp(["denoiser.query_stride=1"])
+    t, avail = plan.tile, (mb - 1024) * 2**20
+    assert (t + 460) ** 2 * bpp <= avail < (t + 512 + 460) ** 2 * bpp
     assert t < _default_plan((8192, 8192), overrides=[f"tiling.window_memory_mb={mb}"]).tile
+
+
+def test_auto_tile_takes_the_costliest_tiled_level():
+    # an exact tiled level (unfolded queries, 2764 bytes per pixel) sizes the tile even
+    # beside cheaper fast levels (kills a per-run estimate taken from the fast levels only)
+    plan = _default_plan((8192, 8192), overrides=["tiling.window_memory_mb=6144",
+                                                  "denoiser.backend=exact"])
+    fast = _default_plan((8192, 8192), overrides=["tiling.window_memory_mb=6144"])
+    t, avail = plan.tile, (6144 - 1024) * 2**20
+    assert (t + 460) ** 2 * (4 * 3 * 225 + 64) <= avail
+    assert t < fast.tile
 
 
 def test_auto_window_memory_is_half_the_device(monkeypatch):
@@ -207,7 +239,11 @@ def test_auto_window_memory_is_half_the_device(monkeypatch):
 
     monkeypatch.setattr(plan_mod, "device_memory_bytes", lambda device: 24 * 2**30)
     assert plan_mod.window_memory_bytes(load_config("default").tiling, "cpu") == 12 * 2**30
-    assert _default_plan((8192, 8192)).tile == 3584  # what a 24 GB CPU gets (cost 1.27)
+    # a 24 GB CPU fits the 5120 tile (5580^2 x 200 bytes + 1 GiB budget = 7.2 GiB): the
+    # halo cost floor (1.19) holds there; an 8 GB one gets a smaller tile
+    assert _default_plan((8192, 8192)).tile == 5120
+    monkeypatch.setattr(plan_mod, "device_memory_bytes", lambda device: 8 * 2**30)
+    assert _default_plan((8192, 8192)).tile == 3072  # (3 GiB / 200 bytes)^0.5 - 460 = 3553
 
 
 def test_auto_tile_gets_no_small_tile_advice():

@@ -246,11 +246,24 @@ class RunPlan:
         return lines
 
 
-def window_bytes_per_pixel(channels: int, patch_size: int, query_stride: int) -> int:
-    """Estimated peak bytes per pixel of one tile window: the query patches the denoiser
-    holds (4 C P^2 bytes per query, one query per ``query_stride``^2 pixels) plus 64 bytes
-    of images (measured ~670 at the default preset, 512-1024 px windows, BENCHMARKS.md)."""
-    return 4 * channels * patch_size * patch_size // (query_stride * query_stride) + 64
+def window_bytes_per_pixel(channels: int, patch_size: int, settings: DenoiserSettings,
+                           *, backend: str = "fast") -> int:
+    """Estimated peak bytes per pixel of one tile window, above the denoiser's fixed
+    working budget (``denoiser.memory_budget_mb``, which bounds its banded work: the
+    unfolded query patches, the candidate union, the weights).
+
+    Fast backend: what it holds for the whole window at once, per query (one per
+    ``settings.query_stride``^2 pixels; pass a level's own, :func:`level_settings`): the
+    reduced-space queries (4 ``pca_dims`` bytes) and two candidate lists (this step's and
+    the last, 2 x 8 ``candidates`` bytes); plus about six float32 images of C channels (the state, the noise, the coarse level, the prediction,
+    the fold's sums): 24 C bytes. At the default preset (64 dims, 16 candidates, stride 2,
+    RGB) 200 bytes; measured 198 (BENCHMARKS.md, "Halo overhead at the default preset").
+    The exact backend (not measured): its unfolded queries, 4 C P^2, plus 64 bytes.
+    """
+    if backend != "fast":
+        return 4 * channels * patch_size * patch_size + 64
+    per_query = 4 * settings.pca_dims + 2 * 8 * settings.candidates
+    return per_query // (settings.query_stride ** 2) + 24 * channels
 
 
 def resolve_tile(tile: int | str, halos: list[int], *, max_overhead: float,
@@ -314,15 +327,17 @@ def make_plan(ref_hw: tuple[int, int], out_hw: tuple[int, int], channels: int, c
                          settings=settings)
     log_levels(levels, config)
     tiled_levels = [lv for lv in levels if lv.mode == "tiled"]
-    # each fast level's own query grid (a tiled level under denoiser.full_stride_pixels
-    # queries every patch: four times the window memory of stride 2)
-    stride = max((level_settings(settings, lv.out_hw).query_stride if lv.backend == "fast"
-                  else 1 for lv in tiled_levels), default=1)
+    # the costliest tiled level's window per pixel (each fast level at its own query grid:
+    # one under denoiser.full_stride_pixels queries every patch, 4x the per-query bytes)
+    bpp = max((window_bytes_per_pixel(channels, config.sampler.patch_size,
+                                      level_settings(settings, lv.out_hw), backend=lv.backend)
+               for lv in tiled_levels), default=0)
+    memory = window_memory_bytes(config.tiling, device)
+    if memory is not None:  # the denoiser's fixed working budget comes first
+        memory = max(0, memory - int(settings.memory_budget_mb * 2**20))
     tile = resolve_tile(tile or config.tiling.tile, [lv.halo for lv in tiled_levels],
                         max_overhead=config.tiling.max_overhead,
-                        window_bytes_per_px=window_bytes_per_pixel(
-                            channels, config.sampler.patch_size, stride),
-                        memory_bytes=window_memory_bytes(config.tiling, device))
+                        window_bytes_per_px=bpp, memory_bytes=memory)
     tl = config.sampler.tileable  # wrapped axes: edge tiles take their halo from the other side
     grids = tuple(grid_for_level(*lv.out_hw, tile=tile, halo=lv.halo,
                                  whole=lv.mode != "tiled", wrap=("y" in tl, "x" in tl))
