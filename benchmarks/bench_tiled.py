@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     from gigapatch.api import generate_tiled, load_reference
     from gigapatch.config import load_config
     from gigapatch.pipeline import TiledOptions
+    from gigapatch.pipeline.outmeta import resolve_output_metadata
     from gigapatch.pipeline.run import _write_output
     from gigapatch.storage.diskspace import used_bytes
     from gigapatch.storage.runstore import RunStore
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
         out = work / f"out-{name}.tif"
         t0 = time.perf_counter()
         try:
-            _write_output(store, res.plan, out, "tiff", cfg, name)
+            _write_output(store, res.plan, out, "tiff", cfg, name,
+                          resolve_output_metadata(None, cfg, (h, w), ref.shape[2]))
             writers[name] = {"seconds": time.perf_counter() - t0,
                              "bytes": out.stat().st_size}
         except Exception as exc:  # report, keep going
