@@ -61,9 +61,9 @@ def test_run_in_waves_of_two_equals_one_wave(ref, cfg, tiled64, tmp_path, monkey
     calls = []
     real = run._execute_local
 
-    def counting(graph, workers, prog):
+    def counting(graph, workers, prog, **kw):
         calls.append(len(graph.keys))
-        return real(graph, workers, prog)
+        return real(graph, workers, prog, **kw)
 
     monkeypatch.setattr(run, "WAVE_TASKS", 2)
     monkeypatch.setattr(run, "_execute_local", counting)

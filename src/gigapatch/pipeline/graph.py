@@ -23,7 +23,8 @@ from ..tiling import Box, chunks_under, wrap_pieces
 from .plan import RunPlan
 from .tasks import TaskSpec, run_level_tile, run_output_chunk
 
-__all__ = ["TileGraph", "build_graph", "iter_graphs", "graph_totals"]
+__all__ = ["TileGraph", "build_graph", "iter_graphs", "graph_totals", "level_label",
+           "label_level"]
 
 
 @dataclass
@@ -41,13 +42,25 @@ def _key(prefix: str, kind: str, level: int, iy: int, ix: int) -> str:
     return f"{prefix}-{kind}{level}-{iy}-{ix}"
 
 
+def level_label(level: int, n_levels: int) -> str:
+    """The progress label of ``level``'s tasks: ``"level 3/5"`` (1-based)."""
+    return f"level {level + 1}/{n_levels}"
+
+
+def label_level(label: str) -> int | None:
+    """The level of a :func:`level_label` (None for another label, e.g. ``"pyramid"``)."""
+    if not label.startswith("level "):
+        return None
+    return int(label[6:].split("/", 1)[0]) - 1
+
+
 def graph_totals(plan: RunPlan, store: RunStore) -> tuple[dict[str, int], dict[str, int]]:
     """Tasks per progress label in the whole run, and how many are already done."""
     totals: dict[str, int] = {}
     done: dict[str, int] = {}
     n_levels = len(plan.levels)
     for lv, grid in zip(plan.levels, plan.grids):
-        label = f"level {lv.level + 1}/{n_levels}"
+        label = level_label(lv.level, n_levels)
         totals[label] = len(grid)
         done[label] = int(store.done_mask(f"done/{lv.level}").sum())
     for r in range(1, len(plan.output_shapes)):
@@ -99,7 +112,7 @@ def iter_graphs(plan: RunPlan, spec: TaskSpec, store: RunStore, *,
 
     for lv, grid in zip(plan.levels, plan.grids):
         L = lv.level
-        label = f"level {L + 1}/{n_levels}"
+        label = level_label(L, n_levels)
         done = store.done_mask(f"done/{L}")
         prev = plan.levels[L - 1] if L > 0 else None
         for iy, ix in zip(*np.nonzero(~done)):  # row by row

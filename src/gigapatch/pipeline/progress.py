@@ -33,13 +33,15 @@ class TileProgress:
                                         unit="tile", position=pos, leave=True,
                                         file=sys.stderr, dynamic_ncols=True)
 
-    def update(self, label: str, seconds: float = 0.0) -> None:
+    def update(self, label: str, seconds: float = 0.0) -> bool:
+        """Count one task of ``label`` done; True when that was the label's last."""
         with self.lock:
             self.counts[label] = self.counts.get(label, 0) + 1
             self.seconds[label] = self.seconds.get(label, 0.0) + seconds
             bar = self.bars.get(label)
             if bar is not None:
                 bar.update(1)
+            return self.counts[label] == self.totals.get(label, -1)
 
     def close(self) -> None:
         for bar in self.bars.values():

@@ -25,17 +25,17 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..config import Config, config_hash
-from ..diffusion.model_space import to_model
+from ..diffusion.model_space import exact_samples, to_model
 from ..errors import GigapatchError
 from ..storage.metadata import OutputMetadata
 from ..info import format_bytes
 from ..storage.diskspace import check_free_space, is_out_of_space, used_bytes
 from ..storage.runstore import CorruptChunkError, RunLock, RunStore
-from .graph import TileGraph, build_graph, graph_totals, iter_graphs
+from .graph import TileGraph, build_graph, graph_totals, iter_graphs, label_level
 from .outmeta import resolve_output_metadata
 from .plan import RunPlan, disk_estimate, make_plan, prior_settings, tile_advice
 from .progress import TileProgress
-from .tasks import TaskSpec
+from .tasks import TaskSpec, release_level
 
 __all__ = ["run_tiled", "TiledJob", "TiledOptions", "TiledResult", "default_run_dir", "output_format",
            "read_result", "IMAGE_MAX_PIXELS"]
@@ -263,11 +263,16 @@ def compute_on_threads(dsk: dict, keys: list, workers: int,
     pool.join()
 
 
-def _execute_local(graph, workers: int, prog: TileProgress) -> None:
+def _execute_local(graph, workers: int, prog: TileProgress,
+                   on_done: Callable[[str], None] | None = None) -> None:
+    """Compute ``graph`` on local threads; ``on_done(label)`` when a label's last task of
+    the run is done."""
     def posttask(key, result, dsk, state, worker_id):
         label = graph.label.get(key)
         if label is not None:
-            prog.update(label, result[-1] if isinstance(result, tuple) else 0.0)
+            last = prog.update(label, result[-1] if isinstance(result, tuple) else 0.0)
+            if last and on_done is not None:
+                on_done(label)
 
     compute_on_threads(graph.dsk, graph.keys, workers, posttask)
 
@@ -420,6 +425,10 @@ class TiledJob:
             _check_output(out_path, fmt_, out_hw, cfg.output.bits())
         ref_model = to_model(ref).numpy()  # (C, h, w) in [-1, 1]
         ref_key = _digest(ref_model)
+        # the store keeps the reference's integer samples when they give ref_model bit for
+        # bit (an 8-bit reference: 1 byte per sample instead of 4)
+        stored = exact_samples(ref, ref_model)
+        stored_ref = ref_model if stored is None else stored
         plan = make_plan(ref_hw, out_hw, ref.shape[2], cfg, seed=seed, ref_digest=ref_key,
                          tile=opt.tile, tiled=opt.tiled, device=dev)
         rd = Path(opt.run_dir).absolute() if opt.run_dir is not None \
@@ -460,7 +469,7 @@ class TiledJob:
         try:
             lock.acquire()
             store = RunStore.create_or_open(
-                rd, run_key=plan.run_key, meta=meta, reference=ref_model,
+                rd, run_key=plan.run_key, meta=meta, reference=stored_ref,
                 level_shapes=[lv.out_hw for lv in plan.levels],
                 grid_shapes=[grid.shape for grid in plan.grids],
                 output_shapes=plan.output_shapes, chunk=plan.tile,
@@ -529,10 +538,18 @@ class TiledJob:
                                          self.spec.device, prog)
                 else:
                     _execute_local(graph, local_threads(self.spec.device,
-                                                        self.options.workers, cfg)[0], prog)
+                                                        self.options.workers, cfg)[0], prog,
+                                   on_done=self._level_done)
         finally:
             self.seconds["sample"] = self.seconds.get("sample", 0.0) + \
                 time.perf_counter() - t0
+
+    def _level_done(self, label: str) -> None:
+        """A level's last task is done: this process's denoisers of it go (local runs; a
+        dask.distributed worker keeps its own, bounded by count, ``tasks.CACHE_ENTRIES``)."""
+        level = label_level(label)
+        if level is not None:
+            release_level(self.spec, level)
 
     def run_waves(self, *, progress: bool = False) -> None:
         """Compute every wave still to do, one after another (the job alone)."""

@@ -26,6 +26,7 @@ from ..diffusion.backends import level_denoiser, level_settings
 from ..diffusion.generator import (coarse_box_for, level_start, resize_level, sample_level,
                                    upsample_to_box)
 from ..diffusion.levels import Level
+from ..diffusion.model_space import samples_to_model
 from ..diffusion.pyramid import gaussian_pyramid
 from ..diffusion.schedules import flow_linear
 from ..diffusion.priors import PriorSettings, level_sigmas
@@ -37,7 +38,7 @@ from ..tiling import Box, TileGrid, wrap_pieces
 
 __all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "shared_level_denoiser",
            "usage_level_denoiser",
-           "ProcessCache", "CACHE", "device_turn", "denoiser_key"]
+           "ProcessCache", "CACHE", "device_turn", "denoiser_key", "release_level"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,15 @@ class ProcessCache:
                         self._values.popitem(last=False)
         return value
 
+    def drop(self, match: Callable[[Any], bool]) -> int:
+        """Forget every kept value whose key ``match``es (a task still using one keeps it
+        alive until it ends); the number dropped."""
+        with self.lock:
+            keys = [k for k in self._values if match(k)]
+            for k in keys:
+                del self._values[k]
+        return len(keys)
+
     def device_lock(self, device: str) -> threading.Lock:
         with self.lock:
             return self._devices.setdefault(device, threading.Lock())
@@ -157,7 +167,7 @@ def device_turn(spec: TaskSpec):
 
 def _ref_pyramid(spec: TaskSpec, device: torch.device) -> list[torch.Tensor]:
     def build() -> list[torch.Tensor]:
-        ref = torch.from_numpy(RunStore.open(spec.run_dir).reference()).to(device)
+        ref = samples_to_model(RunStore.open(spec.run_dir).reference(), device)
         return gaussian_pyramid(ref, len(spec.levels))
 
     return CACHE.get(("pyramid", spec.ref_key or spec.run_dir, len(spec.levels), str(device)),
@@ -179,6 +189,18 @@ def shared_level_denoiser(spec: TaskSpec, level: int, device: torch.device):
                               settings=level_settings(spec.denoiser, lv.out_hw), prior=pos)
 
     return CACHE.get(denoiser_key(spec, level, device), build)
+
+
+def release_level(spec: TaskSpec, level: int) -> int:
+    """Drop this process's denoisers of ``level`` of ``spec``'s run (its reference and
+    level count, every device) once every task of the level is done: no later task reads
+    them, and a big reference's fine-level indexes are GBs each (a 13 MP reference at
+    4096^2 kept levels 5-7's, ~2 GB apiece, through the finest level: 15.2 GB peak).
+    Another run of the same reference in this process rebuilds them. The number dropped."""
+    ref, n = spec.ref_key or spec.run_dir, len(spec.levels)
+    return CACHE.drop(lambda k: isinstance(k, tuple) and (
+        (k[0] == "denoiser" and k[1] == ref and k[2] == n and k[3] == level)
+        or (k[0] == "usage" and k[1] == spec.run_dir and k[2] == level)))
 
 
 def denoiser_key(spec: TaskSpec, level: int, device: torch.device) -> tuple:
