@@ -6,7 +6,9 @@ Layout of ``RUN_DIR/`` (a Zarr v3 group; attributes under ``gigapatch``)::
 
     zarr.json            attributes.gigapatch = {format, run_key, config, config_hash, seed,
                          output size, level sizes, chunk side, ...}
-    reference            (C, h, w) float32, the reference in model space [-1, 1]
+    reference            (C, h, w) the reference: its uint8 / uint16 samples when they give the
+                         model-space float32 bit for bit (8-bit: 1 byte per sample), else
+                         float32 in model space [-1, 1]
     levels/L             (C, H_L, W_L) float32, level L of the sample in model space (raw
                          sampler output, not clamped), chunks (C, tile, tile); every level
                          but the finest (that one goes straight to ``output/0``)
@@ -245,7 +247,9 @@ class RunStore:
             is refused with a one-line message.
         meta : dict
             JSON-able description stored in the attributes (config, seed, sizes...).
-        reference : ndarray (C, h, w) float32
+        reference : ndarray (C, h, w)
+            float32 in model space, or the integer samples (uint8 / uint16) it came from
+            (``model_space.exact_samples``; read back through ``samples_to_model``).
         level_shapes : (H_L, W_L) per level, coarsest first
         grid_shapes : (ny_L, nx_L) tasks per level (1x1 for a level sampled globally)
         output_shapes : (h_r, w_r) per output pyramid level, full size first
@@ -271,7 +275,9 @@ class RunStore:
         data, marker = store_codecs("data"), store_codecs("marker")
         finest = len(level_shapes) - 1
         g = zarr.open_group(str(p), mode="a")
-        g.create_array("reference", data=np.ascontiguousarray(reference, dtype=np.float32),
+        if reference.dtype not in (np.float32, np.uint8, np.uint16):
+            raise ValueError(f"reference dtype {reference.dtype}: float32, uint8 or uint16")
+        g.create_array("reference", data=np.ascontiguousarray(reference),
                        chunks=reference.shape, compressors=data, config=_ARRAY_CONFIG,
                        dimension_names=("c", "y", "x"))
         for lv, ((h, w), (ny, nx)) in enumerate(zip(level_shapes, grid_shapes)):
