@@ -628,14 +628,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
     total = sum(e.gflop for e in costs)
     print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
           f"per sample")
+    ref_item = ref.dtype.itemsize if str(ref.dtype) in ("uint8", "uint16") else 4
     for line in _tiled_disk_lines(cfg, ref_hw, out_hw, info.channels, device,
-                                  tile=args.tile, tiled=args.tiled):
+                                  tile=args.tile, tiled=args.tiled, ref_itemsize=ref_item):
         print(line)
     return 0
 
 
 def _tiled_disk_lines(cfg, ref_hw, out_hw, channels: int, device, *, tile: int | None = None,
-                      tiled: bool | None = None) -> list[str]:
+                      tiled: bool | None = None, ref_itemsize: int = 4) -> list[str]:
     """``info``'s lines on a tiled run: the tile and its halo cost per level (when the
     output is tiled), disk (run store, output) and the tile advice."""
     from .info import format_bytes
@@ -654,7 +655,7 @@ def _tiled_disk_lines(cfg, ref_hw, out_hw, channels: int, device, *, tile: int |
         lines += ["  " + line for line in plan.table()]
         lines.append(f"computed / output pixels over the tiled levels: "
                      f"{comp / max(pix, 1):.3f}")
-    scratch, out = disk_estimate(plan)
+    scratch, out = disk_estimate(plan, ref_itemsize=ref_itemsize)
     px = out_hw[0] * out_hw[1]
     lines.append(f"disk (tiled run, tile {plan.tile}, upper bounds): run store ~"
                  f"{format_bytes(scratch)} ({scratch / px:.1f} bytes per output pixel), "

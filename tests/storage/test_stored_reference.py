@@ -48,11 +48,29 @@ def test_float_reference_with_other_values_stays_float():
     assert samples_to_model(f).numpy().tobytes() == model.tobytes()
 
 
-def test_run_store_keeps_the_uint8_reference(tmp_path):
-    from gigapatch.api import load_reference
-    from gigapatch.pipeline.run import TiledJob, TiledOptions
-    from gigapatch.config import load_config
+def test_scratch_estimate_counts_the_stored_reference():
+    from gigapatch.storage.diskspace import FS_BLOCK, scratch_bytes
+
+    kw = dict(ref_hw=(100, 200), level_shapes=[(10, 10), (20, 20)],
+              grid_shapes=[(1, 1), (1, 1)], output_shapes=[(20, 20)], chunk=64, channels=3,
+              out_itemsize=1)
+    u8 = scratch_bytes(**kw, ref_itemsize=1)
+    assert u8 == 3 * 100 * 200 + 3 * 100 * 4 + 3 * 400 + 2 * FS_BLOCK
+    assert scratch_bytes(**kw) - u8 == 3 * 100 * 200 * 3  # float32 by default
+
+
+def test_run_store_keeps_the_uint8_reference(tmp_path, monkeypatch):
     from pathlib import Path
+
+    import gigapatch.pipeline.run as run
+    from gigapatch.api import load_reference
+    from gigapatch.config import load_config
+    from gigapatch.pipeline.plan import disk_estimate
+    from gigapatch.pipeline.run import TiledJob, TiledOptions
+
+    needs = []
+    real = run.check_free_space
+    monkeypatch.setattr(run, "check_free_space", lambda n: (needs.extend(n), real(n)))
 
     ref = load_reference(Path(__file__).resolve().parents[1] / "data" / "balloons.png")
     job = TiledJob.prepare(ref[:40, :48], (64, 64), None, seed=0,
@@ -60,6 +78,9 @@ def test_run_store_keeps_the_uint8_reference(tmp_path):
                            options=TiledOptions(run_dir=tmp_path / "run", tile=64, tiled=True))
     try:
         stored = job.store.reference()
+        # the free-disk check counts the reference at 1 byte per sample
+        assert [b for what, _, b in needs if what != "output"] == \
+            [disk_estimate(job.plan, ref_itemsize=1)[0]]
     finally:
         job.release()
     assert stored.dtype == np.uint8 and stored.shape == (3, 40, 48)

@@ -368,16 +368,19 @@ def tile_advice(plan: RunPlan) -> str | None:
             f"{worst:.1f}x their pixels; use --tile {use} or larger (tiling.tile)")
 
 
-def disk_estimate(plan: RunPlan, *, pyramid: bool = True) -> tuple[int, int]:
+def disk_estimate(plan: RunPlan, *, pyramid: bool = True,
+                  ref_itemsize: int = 4) -> tuple[int, int]:
     """``(run store bytes, output file bytes)``: upper bounds (uncompressed) of what a tiled
     run of ``plan`` writes (``gigapatch.storage.diskspace``); ``pyramid=False`` for a
-    PNG/JPEG output (level 0 only)."""
+    PNG/JPEG output (level 0 only); ``ref_itemsize``: bytes per stored reference sample
+    (1 for an 8-bit reference, 2 for 16-bit, 4 for float)."""
     from ..storage.diskspace import output_bytes, scratch_bytes
 
     item = 1 if plan.bit_depth == 8 else 2
     scratch = scratch_bytes(ref_hw=plan.ref_hw, level_shapes=[lv.out_hw for lv in plan.levels],
                             grid_shapes=[grid.shape for grid in plan.grids],
                             output_shapes=plan.output_shapes, chunk=plan.tile,
-                            channels=plan.channels, out_itemsize=item)
+                            channels=plan.channels, out_itemsize=item,
+                            ref_itemsize=ref_itemsize)
     return scratch, output_bytes(plan.output_shapes, channels=plan.channels,
                                  out_itemsize=item, pyramid=pyramid)

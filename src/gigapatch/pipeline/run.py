@@ -434,7 +434,8 @@ class TiledJob:
         rd = Path(opt.run_dir).absolute() if opt.run_dir is not None \
             else default_run_dir(output)
         # refuse before the lock and before any work when the writes cannot fit
-        scratch, out_bytes = disk_estimate(plan, pyramid=fmt_ != "image")
+        scratch, out_bytes = disk_estimate(plan, pyramid=fmt_ != "image",
+                                           ref_itemsize=stored_ref.dtype.itemsize)
         needs = [("run store", rd, scratch - used_bytes(rd))]
         if out_path is not None:
             needs.append(("output", out_path, out_bytes))

@@ -2,8 +2,8 @@
 
 Estimates are upper bounds of the bytes on disk, from plain shapes (no config here):
 
-* the run store (:func:`scratch_bytes`): the reference and every level but the finest in
-  float32, the quantised output pyramid, one done-marker file per task (a filesystem
+* the run store (:func:`scratch_bytes`): the reference (its 8/16-bit samples, or float32),
+  every level but the finest in float32, the quantised output pyramid, one done-marker file per task (a filesystem
   block each). Chunks are compressed (see ``runstore.store_codecs``), so the real store is
   smaller; noise-like content compresses little, so no compression is assumed.
 * the output file (:func:`output_bytes`): the uncompressed pyramid (or level 0 alone for
@@ -41,7 +41,7 @@ def _area(hw: Sequence[int]) -> int:
 
 def scratch_bytes(*, ref_hw: Sequence[int], level_shapes: Sequence[Sequence[int]],
                   grid_shapes: Sequence[Sequence[int]], output_shapes: Sequence[Sequence[int]],
-                  chunk: int, channels: int, out_itemsize: int) -> int:
+                  chunk: int, channels: int, out_itemsize: int, ref_itemsize: int = 4) -> int:
     """Peak bytes of a run store (an upper bound: uncompressed, a block per marker).
 
     Parameters
@@ -55,9 +55,12 @@ def scratch_bytes(*, ref_hw: Sequence[int], level_shapes: Sequence[Sequence[int]
     channels : int
     out_itemsize : {1, 2}
         Bytes per output sample (8- or 16-bit).
+    ref_itemsize : {1, 2, 4}
+        Bytes per stored reference sample (``model_space.exact_samples``: 1 for an 8-bit
+        reference, 2 for 16-bit, 4 for float32 in model space).
     """
     c = int(channels)
-    total = c * _area(ref_hw) * 4
+    total = c * _area(ref_hw) * int(ref_itemsize)
     total += sum(c * _area(hw) * 4 for hw in level_shapes[:-1])
     total += sum(c * _area(hw) * out_itemsize for hw in output_shapes)
     markers = sum(_area(g) for g in grid_shapes)
