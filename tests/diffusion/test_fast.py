@@ -200,3 +200,26 @@ def test_reduced_space_built_in_row_blocks_equals_the_whole_projection(monkeypat
     assert lv.proj.shape == want.shape
     torch.testing.assert_close(lv.proj.float(), want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lv.proj_sq, (want * want).sum(1), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["groups", "dictionary"])
+def test_first_candidates_in_chunks_equal_one_pass(init):
+    """The first late step's seeding (``FastDenoiser._seed``) runs in query chunks that
+    fit the budget (the group seeds of a 4096^2 window were ~6 GB at once). Oracle: the
+    one-pass computation written out. Kills: a chunk written at the wrong offset, seeds
+    taken from another chunk's nearest representatives, a lost last chunk."""
+    from gigapatch.diffusion.fast import GROUP_REPS, _nearest
+
+    idx = PatchIndex.from_image(texture(), P)
+    lv = build_fast_level(idx, pca_dims=6, dictionary_size=32)
+    dn = FastDenoiser(lv, patch_size=P, rho=0.2,
+                      params=replace(SETTINGS, candidates=4, pca_dims=6, init=init))
+    z = torch.randn(301, lv.proj.shape[1], generator=torch.Generator().manual_seed(5))
+    big = 1 << 30
+    d_ids = lv.dict_ids
+    near, _ = _nearest(z, lv.proj[d_ids], lv.proj_sq[d_ids], 4, big)
+    oracle = dn._rerank(z, dn._group_seeds(near[:, :GROUP_REPS]), 4, big) \
+        if init == "groups" else d_ids[near]
+    small = 3 * 64 * (lv.proj.shape[1] + 8) * 4 * 2  # chunks of ~84 queries: 4 chunks
+    assert torch.equal(dn._seed(z, 4, big), oracle)
+    assert torch.equal(dn._seed(z, 4, small), oracle)

@@ -727,17 +727,12 @@ class FastDenoiser:
         z = torch.cat(zs, 0)
         del zs
         prev = self._cand
+        q = nr * nc
         if prev is None:
             if self.params.init == "exhaustive" or lv.dict_ids.numel() >= idx.size:
                 cand, _ = _nearest(z, lv.proj, lv.proj_sq, k, budget)
                 return cand
-            # nearest representatives, then one round of propagation and probes
-            d_ids = lv.dict_ids
-            near, _ = _nearest(z, lv.proj[d_ids], lv.proj_sq[d_ids], k, budget)
-            prev = d_ids[near]
-            if self.params.init == "groups":
-                prev = self._rerank(z, self._group_seeds(near[:, :GROUP_REPS]), k, budget)
-        q = nr * nc
+            prev = self._seed(z, k, budget)
         u = 5 * prev.shape[1] + self.params.probes
         chunk = max(1, min(q, budget // max(1, u * (lv.proj.shape[1] + 8) * 4 * 2)))
         cand = torch.empty((q, k), dtype=torch.long, device=x.device)
@@ -747,6 +742,34 @@ class FastDenoiser:
                                self._probes(step, qid, rows, cols)], 1)
             cand[q0:q0 + qid.numel()] = self._rerank(z[qid], union, k, budget)
         return cand
+
+    def _seed(self, z: torch.Tensor, k: int, budget: int) -> torch.Tensor:
+        """The first late step's starting candidates (Q, k'): each query's nearest
+        dictionary representatives, or with ``init="groups"`` the best k of their groups'
+        seed entries (then one round of propagation and probes follows, in ``_search``).
+
+        In chunks of queries whose GROUP_REPS x GROUP_SEEDS seed ids fit the budget (at
+        once they were several (Q, 4, 16) int64 temporaries: ~6 GB for the 4.2 M queries of
+        a 4096^2 window); each chunk a multiple of ``_nearest``'s block rows, so its GEMM
+        blocks are those of one call over every query.
+        """
+        lv = self.level
+        q = z.shape[0]
+        d_ids = lv.dict_ids
+        keys, keys_sq = lv.proj[d_ids], lv.proj_sq[d_ids]
+        groups = self.params.init == "groups"
+        nb = _block_rows(q, 4 * keys.shape[0], budget)
+        per = GROUP_REPS * GROUP_SEEDS * (lv.proj.shape[1] + 8) * 4 * 2
+        chunk = max(nb, budget // per // nb * nb)
+        prev = torch.empty((q, k if groups else min(k, keys.shape[0])), dtype=torch.long,
+                           device=z.device)
+        for q0 in range(0, q, chunk):
+            zc = z[q0:q0 + chunk]
+            near, _ = _nearest(zc, keys, keys_sq, k, budget)
+            prev[q0:q0 + zc.shape[0]] = self._rerank(
+                zc, self._group_seeds(near[:, :GROUP_REPS]), k, budget) if groups \
+                else d_ids[near]
+        return prev
 
     def _group_seeds(self, near: torch.Tensor) -> torch.Tensor:
         """Up to ``GROUP_SEEDS`` entries of each listed representative's group: (Q, m * L).
