@@ -255,8 +255,8 @@ def window_bytes_per_pixel(channels: int, patch_size: int, settings: DenoiserSet
     Fast backend: what it holds for the whole window at once, per query (one per
     ``settings.query_stride``^2 pixels; pass a level's own, :func:`level_settings`): the
     reduced-space queries (4 ``pca_dims`` bytes) and two candidate lists (this step's and
-    the last, 2 x 8 ``candidates`` bytes); plus about six float32 images of C channels (the state, the noise, the coarse level, the prediction,
-    the fold's sums): 24 C bytes. At the default preset (64 dims, 16 candidates, stride 2,
+    the last, 2 x 8 ``candidates`` bytes); plus about six float32 images of C channels
+    (the state, the noise, the coarse level, the prediction, the fold's sums): 24 C bytes. At the default preset (64 dims, 16 candidates, stride 2,
     RGB) 200 bytes; measured 198 (BENCHMARKS.md, "Halo overhead at the default preset").
     The exact backend (not measured): its unfolded queries, 4 C P^2, plus 64 bytes.
     """
