@@ -173,7 +173,10 @@ def generate_tiled(reference, output: str | os.PathLike | None = None, *,
     TiledResult
     """
     seed = check_seed(seed)
-    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device, page=page)
+    # native: an 8/16-bit reference reaches the run store as its samples directly (the
+    # same model-space floats; no float32 copy to check back, model_space.exact_samples)
+    cfg, dev, ref, out_hw = prepare(reference, size, scale, config, device, page=page,
+                                    native=True)
     if metadata is None:
         metadata = resolve_output_metadata(reference, cfg, out_hw, ref.shape[2])
     return run_tiled(ref, out_hw, output, seed=seed, config=cfg, device=dev,

@@ -628,7 +628,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     total = sum(e.gflop for e in costs)
     print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
           f"per sample")
-    ref_item = ref.dtype.itemsize if str(ref.dtype) in ("uint8", "uint16") else 4
+    from .diffusion.model_space import SAMPLE_TOPS
+
+    ref_item = ref.dtype.itemsize if ref.dtype in SAMPLE_TOPS else 4  # as the store keeps it
     for line in _tiled_disk_lines(cfg, ref_hw, out_hw, info.channels, device,
                                   tile=args.tile, tiled=args.tiled, ref_itemsize=ref_item):
         print(line)

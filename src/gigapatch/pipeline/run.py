@@ -621,7 +621,8 @@ def run_tiled(ref: np.ndarray, out_hw: tuple[int, int],
     Parameters
     ----------
     ref : ndarray, shape (H, W, C)
-        The reference, float32 in [0, 1] (``gigapatch.api.load_reference``).
+        The reference: float32 in [0, 1], or its uint8 / uint16 samples
+        (``gigapatch.api.load_reference``, ``native``).
     out_hw : (int, int)
         Output (height, width).
     output : path, optional

@@ -3,8 +3,8 @@
 Estimates are upper bounds of the bytes on disk, from plain shapes (no config here):
 
 * the run store (:func:`scratch_bytes`): the reference (its 8/16-bit samples, or float32),
-  every level but the finest in float32, the quantised output pyramid, one done-marker file per task (a filesystem
-  block each). Chunks are compressed (see ``runstore.store_codecs``), so the real store is
+  every level but the finest in float32, the quantised output pyramid, one done-marker
+  file per task (a filesystem block each). Chunks are compressed (see ``runstore.store_codecs``), so the real store is
   smaller; noise-like content compresses little, so no compression is assumed.
 * the output file (:func:`output_bytes`): the uncompressed pyramid (or level 0 alone for
   a PNG/JPEG), plus 1% for headers and tile tables.
