@@ -141,10 +141,10 @@ def test_failed_tiled_item_stops_only_itself_under_the_local_scheduler(tmp_path,
     kept after a failure (the re-run refuses the run dir)."""
     real = tasks._sample_tile
 
-    def failing(spec, level, iy, ix, store):
+    def failing(spec, level, iy, ix, store, *rest):
         if spec.seed == 1 and level == len(spec.levels) - 1 and (iy, ix) == (0, 0):
             raise RuntimeError("boom in a tile")
-        return real(spec, level, iy, ix, store)
+        return real(spec, level, iy, ix, store, *rest)
 
     monkeypatch.setattr(tasks, "_sample_tile", failing)
     jobs = load_manifest(_manifest(tmp_path))

@@ -12,6 +12,7 @@ dask.distributed scheduler; the run store must then be on a path every worker se
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -35,7 +36,7 @@ from .graph import TileGraph, build_graph, graph_totals, iter_graphs, label_leve
 from .outmeta import resolve_output_metadata
 from .plan import RunPlan, disk_estimate, make_plan, prior_settings, tile_advice
 from .progress import TileProgress
-from .tasks import TaskSpec, release_level
+from .tasks import TaskSpec, release_level, run_level_tile
 
 __all__ = ["run_tiled", "TiledJob", "TiledOptions", "TiledResult", "default_run_dir", "output_format",
            "read_result", "IMAGE_MAX_PIXELS"]
@@ -266,15 +267,28 @@ def compute_on_threads(dsk: dict, keys: list, workers: int,
 def _execute_local(graph, workers: int, prog: TileProgress,
                    on_done: Callable[[str], None] | None = None) -> None:
     """Compute ``graph`` on local threads; ``on_done(label)`` when a label's last task of
-    the run is done."""
+    the run is done. Level tiles report their sampler steps to ``prog`` as they run."""
     def posttask(key, result, dsk, state, worker_id):
         label = graph.label.get(key)
         if label is not None:
-            last = prog.update(label, result[-1] if isinstance(result, tuple) else 0.0)
+            last = prog.update(label, result[-1] if isinstance(result, tuple) else 0.0,
+                               key=key)
             if last and on_done is not None:
                 on_done(label)
 
-    compute_on_threads(graph.dsk, graph.keys, workers, posttask)
+    compute_on_threads(with_step_reports(graph, prog), graph.keys, workers, posttask)
+
+
+def with_step_reports(graph, prog: TileProgress) -> dict:
+    """``graph.dsk`` with each level tile's task given ``on_step`` = ``prog.advance`` of
+    its label and key (a copy: the graph itself stays picklable for a cluster)."""
+    dsk = dict(graph.dsk)
+    for key in graph.keys:
+        task = dsk[key]
+        if isinstance(task, tuple) and task and task[0] is run_level_tile:
+            report = functools.partial(prog.advance, graph.label[key], key)
+            dsk[key] = (functools.partial(run_level_tile, on_step=report), *task[1:])
+    return dsk
 
 
 def _execute_distributed(graph, address: str, retries: int, device: str,

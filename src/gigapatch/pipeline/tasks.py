@@ -273,17 +273,23 @@ def _once(spec: TaskSpec, done_name: str, kind: str, index: int, iy: int, ix: in
     return (kind, index, iy, ix, time.perf_counter() - t0)
 
 
-def run_level_tile(spec: TaskSpec, level: int, iy: int, ix: int, *deps: Any) \
+def run_level_tile(spec: TaskSpec, level: int, iy: int, ix: int, *deps: Any,
+                   on_step: Callable[[float], None] | None = None) \
         -> tuple[str, int, int, int, float]:
     """Sample tile (iy, ix) of ``level`` (the whole level for a global one) into the store.
+
+    ``on_step(fraction)``, when given, is called after each sampler step with the part of
+    the tile done (``(i + 1) / steps``): the local runner binds it to the progress bar (it
+    never travels in the graph to another process).
 
     Returns ``(kind, level, iy, ix, seconds)``; seconds is 0 for a tile already done.
     """
     return _once(spec, f"done/{level}", "level", level, iy, ix,
-                 lambda store: _sample_tile(spec, level, iy, ix, store))
+                 lambda store: _sample_tile(spec, level, iy, ix, store, on_step))
 
 
-def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) -> None:
+def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore,
+                 on_step: Callable[[float], None] | None = None) -> None:
     dev = torch.device(spec.device)
     lv = spec.levels[level]
     tile = spec.grids[level].tile_at(iy, ix)
@@ -318,12 +324,14 @@ def _sample_tile(spec: TaskSpec, level: int, iy: int, ix: int, store: RunStore) 
                 denoise = shared_level_denoiser(spec, level, dev)
             if torus:
                 denoise = PeriodicDenoiser(denoise, spec.patch_size, torus)
+            sigmas = level_sigmas(flow_linear(spec.steps, spec.s_min), level, spec.prior)
+            n = sigmas.shape[0]
             x = sample_level(denoise, box=win.as_tuple(),
                              channels=spec.channels, seed=spec.seed, level=level,
-                             sigmas=level_sigmas(flow_linear(spec.steps, spec.s_min), level,
-                                                 spec.prior),
-                             eta=spec.eta, coarse_up=coarse_up, device=dev, wrap=torus,
-                             period=period,
+                             sigmas=sigmas, eta=spec.eta, coarse_up=coarse_up, device=dev,
+                             wrap=torus, period=period,
+                             callback=None if on_step is None else
+                             (lambda i: on_step((i + 1) / n)),
                              start=level_start(_ref_pyramid(spec, dev)[0], lv.out_hw, level,
                                                spec.prior, win.as_tuple()))
         c = tile.core_in_window
