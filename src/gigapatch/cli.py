@@ -600,7 +600,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     ref, info = _read_reference(args, cfg)
     from . import api
     from .info import format_bytes, format_table, level_costs
-    from .pipeline.plan import denoiser_settings, plan_levels
+    from .pipeline.plan import denoiser_settings, make_plan
     from .storage.metadata import read_metadata
 
     cfg = _resolve_bit_depth(cfg, info, "", None)
@@ -608,10 +608,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     ref_hw = ref.shape[:2]
     out_hw = api.output_size(ref_hw, api.resolve_size(ref_hw, args.size, args.scale), cfg)
     device = api.resolve_device("auto")
-    levels = plan_levels(ref_hw, out_hw, info.channels, cfg, device=device)
+    plan = make_plan(ref_hw, out_hw, info.channels, cfg, seed=0, ref_digest="",
+                     tile=args.tile, tiled=args.tiled, device=device)
+    levels = plan.levels
     sc, dn = cfg.sampler, cfg.denoiser
     costs = level_costs(levels, patch_size=sc.patch_size, channels=info.channels,
-                        steps=sc.steps, memory_budget_mb=dn.memory_budget_mb)
+                        steps=sc.steps, memory_budget_mb=dn.memory_budget_mb,
+                        settings=denoiser_settings(cfg), tile=plan.tile)
     print(f"reference: {args.reference} ({info.describe()})")
     print(f"output:    {out_hw[1]}x{out_hw[0]}, {_mode(info.channels)}, "
           f"{cfg.output.bits()}-bit")
@@ -620,32 +623,33 @@ def _cmd_info(args: argparse.Namespace) -> int:
           f"(levels={sc.levels})")
     print(f"denoiser:  {dn.backend}, {dn.dtype}, working memory <= "
           f"{format_bytes(dn.memory_budget_mb * 2**20)} per call")
-    print(f"levels, coarsest first (sizes and memory of the exact denoiser; dictionary = "
-          f"ref patches x P*P*C x 4 bytes; backend as chosen on {device.type}):")
+    print(f"levels, coarsest first (memory of each level's backend, as chosen on "
+          f"{device.type}: index = the exact dictionary, ref patches x P*P*C x 4 bytes, or "
+          f"the fast index within denoiser.index_budget_mb; window = one tile or the whole "
+          f"level; work of the exact denoiser):")
     for line in format_table(costs, settings=denoiser_settings(cfg)):
         print("  " + line)
     peak = max(e.memory_bytes for e in costs)
     total = sum(e.gflop for e in costs)
-    print(f"peak memory (largest level): ~{format_bytes(peak)}; work: ~{total:,.1f} GFLOP "
-          f"per sample")
+    print(f"peak memory (largest level's denoiser, without torch and the decoded "
+          f"reference): ~{format_bytes(peak)}; work: ~{total:,.1f} exact GFLOP per sample")
     from .diffusion.model_space import SAMPLE_TOPS
 
     ref_item = ref.dtype.itemsize if ref.dtype in SAMPLE_TOPS else 4  # as the store keeps it
-    for line in _tiled_disk_lines(cfg, ref_hw, out_hw, info.channels, device,
-                                  tile=args.tile, tiled=args.tiled, ref_itemsize=ref_item):
+    for line in _tiled_disk_lines(cfg, plan, tile=args.tile, tiled=args.tiled,
+                                  ref_itemsize=ref_item):
         print(line)
     return 0
 
 
-def _tiled_disk_lines(cfg, ref_hw, out_hw, channels: int, device, *, tile: int | None = None,
-                      tiled: bool | None = None, ref_itemsize: int = 4) -> list[str]:
+def _tiled_disk_lines(cfg, plan, *, tile: int | None = None, tiled: bool | None = None,
+                      ref_itemsize: int = 4) -> list[str]:
     """``info``'s lines on a tiled run: the tile and its halo cost per level (when the
     output is tiled), disk (run store, output) and the tile advice."""
     from .info import format_bytes
-    from .pipeline.plan import disk_estimate, is_tiled, make_plan, tile_advice
+    from .pipeline.plan import disk_estimate, is_tiled, tile_advice
 
-    plan = make_plan(ref_hw, out_hw, channels, cfg, seed=0, ref_digest="", tile=tile,
-                     tiled=tiled, device=device)
+    out_hw = plan.out_hw
     lines = []
     if is_tiled(out_hw, cfg.tiling, tiled or bool(tile)):
         grids = [g for lv, g in zip(plan.levels, plan.grids) if lv.mode == "tiled"]

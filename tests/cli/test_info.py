@@ -11,7 +11,8 @@ def test_info_prints_levels(capsys, ref24):
     code, stdout, err = _run(capsys, ["info", ref24, "--scale", "2", *CHEAP])
     assert code == 0, err
     assert "24x24" in stdout and "48x48" in stdout
-    assert "level" in stdout and "dictionary" in stdout and "peak memory" in stdout
+    assert "level" in stdout and "index" in stdout and "window" in stdout \
+        and "peak memory" in stdout
     # 3 levels at P=5 for a 24 px reference: 6x6, 12x12, 24x24
     assert "6x6" in stdout and "12x12" in stdout
     assert "400" in stdout  # 20*20 reference patches at the finest level
