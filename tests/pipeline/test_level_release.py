@@ -64,3 +64,30 @@ def test_a_tiled_run_leaves_no_level_denoiser(ref, cfg, tiled64, tmp_path, monke
     assert not [k for k in CACHE._values if k[0] == "denoiser"]
     assert np.array_equal(read_result(tmp_path / "run"), tiled64[1])  # same image
     CACHE.clear()
+
+
+def test_cluster_workers_drop_a_finished_levels_denoisers(ref, cfg, tiled64, tmp_path,
+                                                         monkeypatch):
+    """Workers in this process (``processes=False``) share ``CACHE``: after the run it
+    holds no level denoiser, though every level built one (mutant killed: the release
+    never sent to the workers)."""
+    from distributed import LocalCluster
+
+    import gigapatch.pipeline.tasks as tasks
+
+    CACHE.clear()
+    built = []
+    real = tasks.shared_level_denoiser
+
+    def spy(spec, level, device):
+        built.append(level)
+        return real(spec, level, device)
+
+    monkeypatch.setattr(tasks, "shared_level_denoiser", spy)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        _run(ref, cfg, tmp_path / "run", tile=64, cluster=cluster.scheduler_address)
+    assert set(built) == set(range(len(tiled64[0].plan.levels)))
+    assert not [k for k in CACHE._values if k[0] == "denoiser"]
+    assert np.array_equal(read_result(tmp_path / "run"), tiled64[1])
+    CACHE.clear()

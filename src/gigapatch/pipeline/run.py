@@ -292,7 +292,11 @@ def with_step_reports(graph, prog: TileProgress) -> dict:
 
 
 def _execute_distributed(graph, address: str, retries: int, device: str,
-                         prog: TileProgress) -> None:
+                         prog: TileProgress, spec: TaskSpec | None = None) -> None:
+    """Compute ``graph`` on the cluster at ``address``; when the last task of a level is
+    done, every worker drops its denoisers of that level (``tasks.release_level`` through
+    ``client.run``: a fine level's index is GBs, and a worker would otherwise keep each
+    level's through the finer ones)."""
     from distributed import Client, as_completed
 
     with Client(address) as client:
@@ -307,8 +311,10 @@ def _execute_distributed(graph, address: str, retries: int, device: str,
         for fut in as_completed(futures):
             result = fut.result()  # raises the task's exception
             label = graph.label.get(fut.key)
-            if label is not None:
-                prog.update(label, result[-1])
+            if label is not None and prog.update(label, result[-1]) and spec is not None:
+                level = label_level(label)
+                if level is not None:
+                    client.run(release_level, spec, level)
 
 
 def _accepts_n_workers(client) -> bool:
@@ -550,7 +556,7 @@ class TiledJob:
             if graph.keys:
                 if address:
                     _execute_distributed(graph, address, cfg.cluster.retries,
-                                         self.spec.device, prog)
+                                         self.spec.device, prog, self.spec)
                 else:
                     _execute_local(graph, local_threads(self.spec.device,
                                                         self.options.workers, cfg)[0], prog,
@@ -560,8 +566,8 @@ class TiledJob:
                 time.perf_counter() - t0
 
     def _level_done(self, label: str) -> None:
-        """A level's last task is done: this process's denoisers of it go (local runs; a
-        dask.distributed worker keeps its own, bounded by count, ``tasks.CACHE_ENTRIES``)."""
+        """A level's last task is done: this process's denoisers of it go (local runs; on
+        a cluster each worker drops its own, :func:`_execute_distributed`)."""
         level = label_level(label)
         if level is not None:
             release_level(self.spec, level)
