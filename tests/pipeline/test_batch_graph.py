@@ -62,7 +62,8 @@ def test_batch_is_one_graph_and_shares_tiled_indexes(tmp_path, builds, computes)
     (as one single tiled run builds them); outputs byte-identical to single runs.
     Kills: items computed one graph each (2+ calls); the tiled denoiser cache keyed by run
     dir (2x the builds); the batch's graph composition mixing items' keys (outputs
-    differ)."""
+    differ); a level's denoiser never dropped, or dropped after one item's tasks of it
+    (more builds)."""
     jobs = load_manifest(_manifest(tmp_path))
     res = run_batch(jobs, batch_dir=tmp_path / "b", device="cpu", progress=False)
     assert res.counts == {"done": 3, "skipped": 0, "failed": 0}, [r.error for r in res.rows]
@@ -73,6 +74,9 @@ def test_batch_is_one_graph_and_shares_tiled_indexes(tmp_path, builds, computes)
         f"gp-item1-seed{j.seed}-{j.key[:8]}" for j in jobs if j.tiled}
     assert sum(k.startswith("gigapatch-item2-") for k in keys) == 1
     in_batch = builds[0]
+    # each shared level's denoiser dropped once both items' tasks of it were done (an
+    # earlier drop would rebuild it: the build count below; none: it stays here)
+    assert not [k for k in tasks.CACHE._values if k[0] == "denoiser"]
 
     # the oracles: each output alone (fresh caches), counting one tiled run's builds
     tiled = [j for j in jobs if j.tiled]

@@ -468,6 +468,23 @@ def run_batch(jobs: Sequence[BatchJob], client=None, *, batch_dir: str | os.Path
 
     waves = {i: tj.waves() for i, tj in tiled.items()}  # each tiled job's next waves
     last_wave: dict[int, bool] = {}
+    # level tasks still to run per shared level denoiser (reference, level count, level),
+    # over every tiled item and wave: at 0 the process (or each worker) drops it
+    level_left, level_specs = _level_counts(tiled)
+
+    def level_task_done(i: int, level: int) -> None:
+        shared = _shared_level(tiled[i].spec, level)
+        with lock:
+            level_left[shared] -= 1
+            if level_left[shared]:
+                return
+        from .tasks import release_level
+
+        for spec in level_specs[shared]:
+            if client is not None:
+                client.run(release_level, spec, level)
+            else:
+                release_level(spec, level)
 
     def on_result(key: str, result: Any) -> None:
         i = g.owner[key]
@@ -480,6 +497,8 @@ def run_batch(jobs: Sequence[BatchJob], client=None, *, batch_dir: str | os.Path
                 tiles_bar.update(1)
             g.remaining[i] -= 1
             last = g.remaining[i] == 0
+        if key in g.tiles and isinstance(result, tuple) and result[0] == "level":
+            level_task_done(i, result[1])
         if not last:
             return
         if i in tiled:
@@ -553,6 +572,31 @@ def run_batch(jobs: Sequence[BatchJob], client=None, *, batch_dir: str | os.Path
         result.sheet = write_sheet([j for j, r in zip(jobs, ordered)
                                     if r.status != "failed"], bdir / "sheet.png")
     return result
+
+
+def _shared_level(spec: Any, level: int) -> tuple:
+    """What tiled items share a level denoiser by (``tasks.denoiser_key``'s first parts)."""
+    return (spec.ref_key or spec.run_dir, len(spec.levels), level)
+
+
+def _level_counts(tiled: dict[int, Any]) -> tuple[dict[tuple, int], dict[tuple, list]]:
+    """Level tasks not yet done per shared level (:func:`_shared_level`) over the tiled
+    items, and the items' task specs per shared level. A failed item's tasks never finish,
+    so its levels are never released early (they stay until the process ends)."""
+    from .graph import graph_totals, label_level
+
+    left: dict[tuple, int] = {}
+    specs: dict[tuple, list] = {}
+    for tj in tiled.values():
+        totals, done = graph_totals(tj.plan, tj.store)
+        for label, total in totals.items():
+            level = label_level(label)
+            if level is None:
+                continue
+            k = _shared_level(tj.spec, level)
+            left[k] = left.get(k, 0) + total - done.get(label, 0)
+            specs.setdefault(k, []).append(tj.spec)
+    return left, specs
 
 
 def _is_space(exc: OSError) -> bool:
