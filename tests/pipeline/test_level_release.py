@@ -14,7 +14,7 @@ import numpy as np
 from gigapatch.pipeline import read_result
 from gigapatch.pipeline.graph import label_level, level_label
 from gigapatch.pipeline.progress import TileProgress
-from gigapatch.pipeline.tasks import CACHE, release_level
+from gigapatch.pipeline.tasks import CACHE, DenoiserKey, UsageKey, release_level
 
 from .tiny import run as _run
 
@@ -33,12 +33,18 @@ def test_level_labels_round_trip():
 
 def test_release_drops_only_that_level_of_that_run(tmp_path):
     CACHE.clear()
-    keys = [("denoiser", "ref", 3, 0, "fast"), ("denoiser", "ref", 3, 1, "fast"),
-            ("denoiser", "ref", 3, 1, "exact"),    # the same level, other settings
-            ("denoiser", "other", 3, 1, "fast"),   # another reference
-            ("denoiser", "ref", 4, 1, "fast"),     # another level count
+    def dk(ref, n, level, backend="fast"):
+        return DenoiserKey("denoiser", ref, n, level, backend, 15, 1.0, "s", "None", None,
+                           "cpu")
+
+    keys = [dk("ref", 3, 0), dk("ref", 3, 1),
+            dk("ref", 3, 1, "exact"),              # the same level, other settings
+            dk("other", 3, 1),                     # another reference
+            dk("ref", 4, 1),                       # another level count
             ("pyramid", "ref", 3, "cpu"),
-            ("usage", "run-a", 1, "cpu", (0, 0, 8, 8)), ("usage", "run-b", 1, "cpu", None)]
+            UsageKey("usage", "run-a", 1, "cpu", (0, 0, 8, 8)),
+            UsageKey("usage", "run-b", 1, "cpu", (0, 0, 8, 8)),
+            ("denoiser", "ref", 3, 1, "fast")]     # not a DenoiserKey: never matched
     for k in keys:
         CACHE.get(k, lambda: object())
     spec = SimpleNamespace(ref_key="ref", run_dir="run-a", levels=[None] * 3)
@@ -90,4 +96,30 @@ def test_cluster_workers_drop_a_finished_levels_denoisers(ref, cfg, tiled64, tmp
     assert set(built) == set(range(len(tiled64[0].plan.levels)))
     assert not [k for k in CACHE._values if k[0] == "denoiser"]
     assert np.array_equal(read_result(tmp_path / "run"), tiled64[1])
+    CACHE.clear()
+
+
+def test_a_tiled_run_with_the_usage_prior_leaves_no_usage_denoiser(ref, tmp_path,
+                                                                  monkeypatch):
+    """The usage prior's per-run denoisers (``UsageKey``) are released with their level
+    too (mutant killed: the usage key built as a plain tuple again, which
+    ``release_level`` no longer recognises)."""
+    import gigapatch.pipeline.tasks as tasks
+    from gigapatch.config import load_config
+
+    from .tiny import OVERRIDES
+
+    CACHE.clear()
+    used = []
+    real = tasks.usage_level_denoiser
+
+    def spy(spec, level, *a):
+        used.append(level)
+        return real(spec, level, *a)
+
+    monkeypatch.setattr(tasks, "usage_level_denoiser", spy)
+    cfg = load_config("composition", OVERRIDES + ["prior.usage_levels=2"])
+    _run(ref, cfg, tmp_path / "run", tile=64, workers=1)
+    assert set(used) == {0, 1}  # negative control: usage denoisers were built
+    assert not [k for k in CACHE._values if k[0] in ("usage", "denoiser")]
     CACHE.clear()

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ from ..tiling import Box, TileGrid, wrap_pieces
 
 __all__ = ["TaskSpec", "run_level_tile", "run_output_chunk", "shared_level_denoiser",
            "usage_level_denoiser",
-           "ProcessCache", "CACHE", "device_turn", "denoiser_key", "release_level"]
+           "ProcessCache", "CACHE", "device_turn", "denoiser_key", "release_level",
+           "DenoiserKey", "UsageKey"]
 
 
 @dataclass(frozen=True)
@@ -198,21 +199,48 @@ def release_level(spec: TaskSpec, level: int) -> int:
     4096^2 kept levels 5-7's, ~2 GB apiece, through the finest level: 15.2 GB peak).
     Another run of the same reference in this process rebuilds them. The number dropped."""
     ref, n = spec.ref_key or spec.run_dir, len(spec.levels)
-    return CACHE.drop(lambda k: isinstance(k, tuple) and (
-        (k[0] == "denoiser" and k[1] == ref and k[2] == n and k[3] == level)
-        or (k[0] == "usage" and k[1] == spec.run_dir and k[2] == level)))
+    return CACHE.drop(lambda k: (
+        (isinstance(k, DenoiserKey) and (k.ref, k.n_levels, k.level) == (ref, n, level))
+        or (isinstance(k, UsageKey) and (k.run_dir, k.level) == (spec.run_dir, level))))
 
 
-def denoiser_key(spec: TaskSpec, level: int, device: torch.device) -> tuple:
+class DenoiserKey(NamedTuple):
+    """The process cache's key of a shared level denoiser (:func:`denoiser_key`); fields
+    by name, so :func:`release_level` does not depend on their order."""
+
+    kind: str            # "denoiser"
+    ref: str             # the reference's digest (or the run dir when unknown)
+    n_levels: int
+    level: int
+    backend: str
+    patch_size: int
+    rho: float
+    settings: str        # repr of the level's DenoiserSettings
+    prior: str           # repr of the PriorSettings (or "None")
+    out_hw: tuple[int, int] | None  # the level's size when a prior shapes it
+    device: str
+
+
+class UsageKey(NamedTuple):
+    """The process cache's key of a run's usage-weighted level denoiser."""
+
+    kind: str            # "usage"
+    run_dir: str
+    level: int
+    device: str
+    window: tuple[int, int, int, int]
+
+
+def denoiser_key(spec: TaskSpec, level: int, device: torch.device) -> DenoiserKey:
     """What a level's denoiser is built from: the reference (its digest, or the run dir
     when unknown) and its pyramid's level count, the level, its backend, P, rho, the
     denoiser settings, the priors (and the level's size, which shapes a position prior),
     the device."""
     lv = spec.levels[level]
-    return ("denoiser", spec.ref_key or spec.run_dir, len(spec.levels), level, lv.backend,
-            spec.patch_size, spec.rho, repr(level_settings(spec.denoiser, lv.out_hw)),
-            repr(spec.prior),
-            lv.out_hw if spec.prior is not None else None, str(device))
+    return DenoiserKey("denoiser", spec.ref_key or spec.run_dir, len(spec.levels), level,
+                       lv.backend, spec.patch_size, spec.rho,
+                       repr(level_settings(spec.denoiser, lv.out_hw)), repr(spec.prior),
+                       lv.out_hw if spec.prior is not None else None, str(device))
 
 
 
@@ -255,7 +283,7 @@ def usage_level_denoiser(spec: TaskSpec, level: int, device: torch.device, store
                               settings=level_settings(spec.denoiser, lv.out_hw), prior=pos,
                               usage_strength=spec.prior.usage_strength, pilot=pilot)
 
-    return CACHE.get(("usage", spec.run_dir, level, str(device), window), build)
+    return CACHE.get(UsageKey("usage", spec.run_dir, level, str(device), window), build)
 
 
 def _once(spec: TaskSpec, done_name: str, kind: str, index: int, iy: int, ix: int,
