@@ -146,29 +146,3 @@ def test_candidate_steps_are_thread_invariant(big_index, threads):
         return (den(x, 0.5), den(x * 0.9, 0.3))
 
     assert _same_bits(_at_threads(run))
-
-
-def test_expanded_broad_steps_are_thread_invariant(big_index, threads):
-    # the broad steps' expanded groups (``FastDenoiser._expanded``) run their row blocks on
-    # torch's threads too: 1 thread (one block after another) and 2-4 threads give the same
-    # bits (kills blocks that depend on the thread count, a block written at another's
-    # rows, a block without the one-BLAS-thread guard)
-    from dataclasses import replace
-
-    from gigapatch.config import load_config
-    from gigapatch.diffusion.fast import make_fast_denoise
-    from gigapatch.pipeline.plan import denoiser_settings
-
-    prm = replace(denoiser_settings(load_config()), broad_steps=4, broad_min_ess=0,
-                  dictionary_size=256, expand_groups=4, expand_below_ess=1e9,
-                  memory_budget_mb=16)
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn((3, 100, 100), generator=g) * 0.5  # 2500 queries: 40 blocks of 64
-
-    def run():
-        den = make_fast_denoise(big_index, patch_size=5, rho=0.2, params=prm).bind(seed=2)
-        out = den(x, 0.8)
-        assert den._expand  # the expanded path ran (negative control)
-        return (out, den(x * 0.9, 0.6))
-
-    assert _same_bits(_at_threads(run))

@@ -597,9 +597,8 @@ class FastDenoiser:
         # small blocks: the gathered entries stay in cache between their two products
         rows = max(1, min(q, EXPAND_ROWS, budget // per_row))
         out = torch.empty((q, dim), dtype=torch.float32, device=xq.device)
-
-        def block(r0: int, r1: int) -> None:
-            xb = xq[r0:r1].to(torch.float32)
+        for r0 in range(0, q, rows):
+            xb = xq[r0:r0 + rows].to(torch.float32)
             r = xb.shape[0]
             ld = (xb.to(gemm_dtype) @ keys.T).to(torch.float32).mul_(scale).add_(bias_d)
             if pb_d is not None:
@@ -622,11 +621,6 @@ class FastDenoiser:
             w = torch.softmax(torch.cat([ld, le], 1), dim=1)
             out[r0:r0 + r] = (w[:, :dic.size] @ dic.patches
                               + torch.bmm(w[:, None, dic.size:], y)[:, 0])
-
-        # the same blocks whatever the thread count, on torch's threads (every GEMM is
-        # single-threaded: run one after another, these blocks kept a CPU on one core;
-        # they were 59% of a py-spy profile of a default-preset 8192^2 tile)
-        for_row_blocks(block, q, rows, device=xq.device)
         return out
 
     def query_posterior(self, x: torch.Tensor, qid: torch.Tensor) \
