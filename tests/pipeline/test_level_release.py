@@ -10,6 +10,7 @@ label is complete (or saying it early)."""
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from gigapatch.pipeline import read_result
 from gigapatch.pipeline.graph import label_level, level_label
@@ -53,50 +54,45 @@ def test_release_drops_only_that_level_of_that_run(tmp_path):
     CACHE.clear()
 
 
-def test_a_tiled_run_leaves_no_level_denoiser(ref, cfg, tiled64, tmp_path, monkeypatch):
+@pytest.fixture()
+def built(monkeypatch):
+    """The levels whose shared denoiser this process builds (``CACHE`` emptied before and
+    after)."""
     import gigapatch.pipeline.tasks as tasks
 
     CACHE.clear()
-    built = []
+    levels = []
     real = tasks.shared_level_denoiser
 
     def spy(spec, level, device):
-        built.append(level)
+        levels.append(level)
         return real(spec, level, device)
 
     monkeypatch.setattr(tasks, "shared_level_denoiser", spy)
+    yield levels
+    CACHE.clear()
+
+
+def test_a_tiled_run_leaves_no_level_denoiser(ref, cfg, tiled64, tmp_path, built):
     _run(ref, cfg, tmp_path / "run", tile=64, workers=2)
     assert built  # negative control: denoisers were cached during the run
     assert not [k for k in CACHE._values if k[0] == "denoiser"]
     assert np.array_equal(read_result(tmp_path / "run"), tiled64[1])  # same image
-    CACHE.clear()
 
 
 def test_cluster_workers_drop_a_finished_levels_denoisers(ref, cfg, tiled64, tmp_path,
-                                                         monkeypatch):
+                                                         built):
     """Workers in this process (``processes=False``) share ``CACHE``: after the run it
     holds no level denoiser, though every level built one (mutant killed: the release
     never sent to the workers)."""
     from distributed import LocalCluster
 
-    import gigapatch.pipeline.tasks as tasks
-
-    CACHE.clear()
-    built = []
-    real = tasks.shared_level_denoiser
-
-    def spy(spec, level, device):
-        built.append(level)
-        return real(spec, level, device)
-
-    monkeypatch.setattr(tasks, "shared_level_denoiser", spy)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=None) as cluster:
         _run(ref, cfg, tmp_path / "run", tile=64, cluster=cluster.scheduler_address)
     assert set(built) == set(range(len(tiled64[0].plan.levels)))
     assert not [k for k in CACHE._values if k[0] == "denoiser"]
     assert np.array_equal(read_result(tmp_path / "run"), tiled64[1])
-    CACHE.clear()
 
 
 def test_a_tiled_run_with_the_usage_prior_leaves_no_usage_denoiser(ref, tmp_path,
