@@ -362,6 +362,12 @@ def _load_config(args: argparse.Namespace):
     for key in ("tileable", "symmetry"):
         if getattr(args, key, None):
             cfg = cfg.replace(sampler={key: getattr(args, key)})
+    from .pipeline.plan import priors_dropped
+
+    if priors_dropped(cfg):
+        _note(args, "note: a tileable output is sampled without the composition priors "
+                    "(prior.position_strength, prior.t0, prior.usage_strength): a torus has "
+                    "no frame to keep a layout in")
     return cfg
 
 

@@ -121,11 +121,11 @@ class DenoiserConfig:
 class PriorConfig:
     """Priors beyond the paper's uniform patch prior (docs/method.md#composition-priors)."""
 
-    position_strength: float = 0.0
+    position_strength: float = 30.0
     position_axes: Literal["y", "xy"] = "y"
     position_levels: int = 1
-    t0: float = 1.0
-    usage_strength: float = 0.0
+    t0: float = 0.9
+    usage_strength: float = 3.0
     usage_levels: int = 1
 
     def validate(self) -> None:
@@ -281,13 +281,6 @@ class Config:
             getattr(self, f.name).validate()
         _check(self.prior.t0 > self.sampler.s_min, "prior.t0", self.prior.t0,
                f"a number above sampler.s_min={self.sampler.s_min}")
-        _check(self.sampler.tileable == "none"
-               or (self.prior.position_strength == 0 and self.prior.t0 == 1.0
-                   and self.prior.usage_strength == 0),
-               "sampler.tileable", self.sampler.tileable,
-               "none when a prior is on (a tileable output has no place for a position prior "
-               "or a resized-reference start, and no usage pilot); set "
-               "prior.position_strength=0, prior.t0=1 and prior.usage_strength=0")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -241,11 +241,36 @@ def test_prior_settings_levels():
     torch.testing.assert_close(q, torch.tensor([[0.15, 0.925], [0.85, 0.075]]))
 
 
-def test_priors_with_a_tileable_output_are_refused():
-    for item in ("prior.position_strength=10", "prior.t0=0.5"):
-        with pytest.raises(GigapatchError, match="tileable"):
-            load_config(None, ["sampler.tileable=x", item])
-    load_config(None, ["sampler.tileable=x"])  # without priors it stays allowed
+def test_a_tileable_output_is_sampled_without_the_priors():
+    """The default preset's priors (a framed layout) are dropped for a tileable output: its
+    image is the paper preset's bit for bit. Kills: prior_settings ignoring sampler.tileable
+    (the partial-noise start from the resized reference changes every pixel, and puts a
+    seam back in)."""
+    from gigapatch.pipeline.plan import prior_settings, priors_dropped
+
+    ref = ((texture(28, 32) + 1) / 2).permute(1, 2, 0).numpy()
+    default = load_config(None, TINY + ["sampler.tileable=xy"])
+    paper = load_config("paper", TINY + ["sampler.tileable=xy"])
+    assert default.prior.t0 < 1.0 and priors_dropped(default) and not priors_dropped(paper)
+    ps = prior_settings(default)
+    assert (ps.position_strength, ps.t0, ps.usage_strength) == (0.0, 1.0, 0.0)
+    got = generate(ref, size=(32, 32), seed=3, config=default, device="cpu")
+    want = generate(ref, size=(32, 32), seed=3, config=paper, device="cpu")
+    assert np.array_equal(got, want)
+    # framed, the same default config does use them (the control: the drop is what differs)
+    framed = generate(ref, size=(32, 32), seed=3, config=load_config(None, TINY), device="cpu")
+    assert not np.array_equal(framed, generate(ref, size=(32, 32), seed=3,
+                                               config=load_config("paper", TINY), device="cpu"))
+
+
+def test_the_default_preset_has_the_composition_priors():
+    """Issue 13: the default takes the setting that met the floors (BENCHMARKS.md,
+    "Composition priors: the default"); `composition` is the same preset key for key."""
+    cfg = load_config()
+    assert (cfg.prior.position_strength, cfg.prior.position_axes, cfg.prior.position_levels,
+            cfg.prior.t0, cfg.prior.usage_strength, cfg.prior.usage_levels) == \
+        (30.0, "y", 1, 0.9, 3.0, 1)
+    assert load_config("composition") == cfg
 
 
 def test_level_cache_keeps_unmerged_prior_levels_apart():

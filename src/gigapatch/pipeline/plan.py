@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 from ..config import Config, TilingConfig, config_hash
@@ -40,7 +40,7 @@ from ..errors import GigapatchError
 from ..tiling import TileGrid, auto_tile, grid_for_level
 
 __all__ = ["RunPlan", "make_plan", "plan_levels", "output_size", "is_tiled",
-           "denoiser_settings", "prior_settings",
+           "denoiser_settings", "prior_settings", "priors_dropped",
            "check_index_budget", "log_levels", "sampler_halo", "backend_extra_halo", "output_level_shapes", "MIN_TILE",
            "tile_advice", "disk_estimate", "resolve_tile", "window_bytes_per_pixel",
            "window_memory_bytes"]
@@ -52,8 +52,25 @@ MIN_TILE = 64
 
 
 def prior_settings(config: Config) -> PriorSettings:
-    """The config's ``prior`` section as the plain settings diffusion takes."""
-    return PriorSettings(**asdict(config.prior))
+    """The config's ``prior`` section as the plain settings diffusion takes.
+
+    A tileable output (``sampler.tileable`` not ``none``) is sampled without the priors: a
+    torus has no frame for the position prior, the resized reference does not wrap (the
+    partial-noise start would put a seam back in), and the usage pilot is not sampled on a
+    torus. The returned settings then have every strength off and ``t0 = 1``
+    (:func:`priors_dropped` says when that happens, for the note users see).
+    """
+    settings = PriorSettings(**asdict(config.prior))
+    if priors_dropped(config):
+        settings = replace(settings, position_strength=0.0, t0=1.0, usage_strength=0.0)
+    return settings
+
+
+def priors_dropped(config: Config) -> bool:
+    """Whether the config asks for a prior that its tileable output does not take."""
+    pr = config.prior
+    return config.sampler.tileable != "none" and (
+        pr.position_strength > 0 or pr.t0 < 1.0 or pr.usage_strength > 0)
 
 
 def denoiser_settings(config: Config) -> DenoiserSettings:
