@@ -22,6 +22,17 @@ def test_tileable_flag_rounds_the_size_and_says_so(tmp_path, capsys, ref24):
     assert (info.width, info.height) == (34, 30)
     assert "34x30 (asked 33x30" in err
     assert stdout.startswith(f"wrote {out} (34x30")
+    # the default preset's composition priors do not apply on a torus: said, not refused
+    assert "without the composition priors" in err
+
+
+def test_no_prior_note_without_priors(tmp_path, capsys, ref24):
+    out = tmp_path / "t.png"
+    code, _, err = _run(capsys, ["generate", ref24, "-o", out, "--size", "32x24",
+                                 "--tileable", "x", "--config", "paper",
+                                 "--set", "sampler.levels=2", *CHEAP])
+    assert code == 0, err
+    assert "composition priors" not in err
 
 
 def test_symmetry_flag(tmp_path, capsys, ref24):

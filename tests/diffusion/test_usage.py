@@ -182,12 +182,12 @@ def test_usage_level_is_pilot_count_reweigh_resample_written_out():
 def test_usage_strength_zero_is_the_plain_sampler_bit_for_bit():
     """Kills: the pilot or reweighing running at strength 0 (``usage_on`` with >= 0)."""
     ref = ((texture(28, 32) + 1) / 2).permute(1, 2, 0).numpy()
-    plain = generate(ref, seed=5, config=load_config(None, TINY), device="cpu")
+    plain = generate(ref, seed=5, config=load_config("paper", TINY), device="cpu")
     zero = generate(ref, seed=5, device="cpu",
-                    config=load_config(None, TINY + ["prior.usage_levels=2"]))
+                    config=load_config("paper", TINY + ["prior.usage_levels=2"]))
     assert np.array_equal(plain, zero)
     on = generate(ref, seed=5, device="cpu",
-                  config=load_config(None, TINY + ["prior.usage_strength=2"]))
+                  config=load_config("paper", TINY + ["prior.usage_strength=2"]))
     assert np.abs(on - plain).max() > 1e-2
     assert load_config("paper").prior.usage_strength == 0.0
 
@@ -205,10 +205,10 @@ def test_usage_makes_unused_content_appear():
         q = F.unfold(x[None], kernel_size=5)[0].T
         return torch.cdist(q, idx.patches).argmin(1).unique().numel()
 
-    n_plain = sum(used(generate(ref, seed=s, config=load_config(None, cfg), device="cpu"))
+    n_plain = sum(used(generate(ref, seed=s, config=load_config("paper", cfg), device="cpu"))
                   for s in range(3))
     n_usage = sum(used(generate(ref, seed=s, device="cpu",
-                                config=load_config(None, cfg + ["prior.usage_strength=4"])))
+                                config=load_config("paper", cfg + ["prior.usage_strength=4"])))
                   for s in range(3))
     assert n_usage > 1.1 * n_plain
 
@@ -220,15 +220,21 @@ def test_bad_usage_settings_are_refused(bad):
         load_config(None, [bad])
 
 
-def test_usage_with_a_tileable_output_is_refused():
-    with pytest.raises(GigapatchError, match="usage_strength"):
-        load_config(None, ["sampler.tileable=x", "prior.usage_strength=1"])
+def test_usage_with_a_tileable_output_is_dropped():
+    """A torus has no usage pilot: the term is dropped (kills: prior_settings keeping it)."""
+    from gigapatch.pipeline.plan import prior_settings
+
+    cfg = load_config("paper", ["sampler.tileable=x", "prior.usage_strength=1"])
+    assert prior_settings(cfg).usage_strength == 0.0
+    assert prior_settings(load_config("paper", ["prior.usage_strength=1"])).usage_strength == 1
 
 
-def test_composition_preset_is_the_default_plus_three_priors():
-    """The bundled ``composition`` preset changes only the priors (t0, position, usage)."""
-    comp, default = load_config("composition").to_dict(), load_config("default").to_dict()
-    assert {k: v for k, v in comp.items() if k != "prior"} == \
+def test_paper_preset_is_the_default_without_its_three_priors():
+    """The bundled ``paper`` preset differs from the default (= ``composition``) only in
+    the priors: t0, position and usage off."""
+    paper, default = load_config("paper").to_dict(), load_config("default").to_dict()
+    assert {k: v for k, v in paper.items() if k != "prior"} == \
         {k: v for k, v in default.items() if k != "prior"}
-    assert comp["prior"] == {**default["prior"], "t0": 0.9, "position_strength": 30.0,
-                             "usage_strength": 3.0}
+    assert default["prior"] == {**paper["prior"], "t0": 0.9, "position_strength": 30.0,
+                                "usage_strength": 3.0}
+    assert load_config("composition").to_dict() == default

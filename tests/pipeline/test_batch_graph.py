@@ -101,7 +101,12 @@ def test_batch_is_one_graph_and_shares_tiled_indexes(tmp_path, builds, computes)
     assert np.array_equal(read_image(small.output)[0],
                           read_image(tmp_path / "single_s.png")[0])
     assert one_tiled_run > 0 and small_run > 0
-    assert in_batch == one_tiled_run + small_run, (in_batch, one_tiled_run, small_run)
+    # a usage level's index is per run (its entries are weighed by that run's own pilot
+    # sample): each further tiled item of the reference builds those levels again
+    cfg = tiled[0].config
+    usage = cfg.prior.usage_levels if cfg.prior.usage_strength > 0 else 0
+    assert in_batch == one_tiled_run + (len(tiled) - 1) * usage + small_run, \
+        (in_batch, one_tiled_run, small_run, usage)
 
 
 def test_batch_on_a_cluster_is_one_client_get(tmp_path, builds, monkeypatch):

@@ -83,14 +83,17 @@ def test_a_tiled_run_leaves_no_level_denoiser(ref, cfg, tiled64, tmp_path, built
 def test_cluster_workers_drop_a_finished_levels_denoisers(ref, cfg, tiled64, tmp_path,
                                                          built):
     """Workers in this process (``processes=False``) share ``CACHE``: after the run it
-    holds no level denoiser, though every level built one (mutant killed: the release
-    never sent to the workers)."""
+    holds no level denoiser, though every level built one (the usage levels their own,
+    per run: ``usage_level_denoiser``) (mutant killed: the release never sent to the
+    workers)."""
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=None) as cluster:
         _run(ref, cfg, tmp_path / "run", tile=64, cluster=cluster.scheduler_address)
-    assert set(built) == set(range(len(tiled64[0].plan.levels)))
+    usage = set(range(cfg.prior.usage_levels)) if cfg.prior.usage_strength > 0 else set()
+    assert set(built) | usage == set(range(len(tiled64[0].plan.levels)))
+    assert set(built) - usage  # negative control: shared denoisers were built
     assert not [k for k in CACHE._values if k[0] == "denoiser"]
     assert np.array_equal(read_result(tmp_path / "run"), tiled64[1])
 
