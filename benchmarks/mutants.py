@@ -118,6 +118,20 @@ MUTANTS = [
     Mutant("ess_ignored", "fast backend: the ESS switch ignored (fixed broad step count)",
            (("diffusion/fast.py", "or dictionary_ess(lv, s) >= prm.broad_min_ess)",
              "or True)"),)),
+    # the composition priors (issue 13; on in the default preset)
+    Mutant("usage_sign", "usage prior: used patches gain weight instead of losing it",
+           (("diffusion/priors.py", "return (lc - float(strength) * torch.log1p(per_copy))",
+             "return (lc + float(strength) * torch.log1p(per_copy))"),)),
+    Mutant("position_x", "position prior: the horizontal term on with position_axes y",
+           (("diffusion/priors.py",
+             "weights = (lam / 2.0, lam / 2.0 if self.position_axes == \"xy\" else 0.0)",
+             "weights = (lam / 2.0, lam / 2.0)"),)),
+    Mutant("t0_ignored", "partial-noise start: the coarsest level starts from pure noise",
+           (("diffusion/priors.py", "return (1.0 - t0) * clean + t0 * noise",
+             "return noise"),)),
+    Mutant("priors_on_torus", "a tileable output keeps the default's priors",
+           (("pipeline/plan.py", "    if priors_dropped(config):\n",
+             "    if False:\n"),)),
 ]
 BY_NAME = {m.name: m for m in MUTANTS}
 
