@@ -601,12 +601,29 @@ def _generate_tiled(args: argparse.Namespace, cfg, ref, outputs, meta=None) -> i
     return 0
 
 
+def _describe_priors(ps) -> str:
+    """One line for ``info``: the priors a run takes (after a tileable output drops them)."""
+    def where(n: int) -> str:
+        return "the coarsest level" if n == 1 else f"the {n} coarsest levels"
+
+    parts = []
+    if ps.t0 < 1.0:
+        parts.append(f"partial-noise start t0={ps.t0:g}")
+    if ps.position_strength > 0:
+        parts.append(f"position {ps.position_strength:g} ({ps.position_axes}) on "
+                     f"{where(ps.position_levels)}")
+    if ps.usage_strength > 0:
+        parts.append(f"usage {ps.usage_strength:g} on {where(ps.usage_levels)} (sampled "
+                     f"twice: pilot + pass)")
+    return "; ".join(parts) if parts else "none (the paper's sampler)"
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     ref, info = _read_reference(args, cfg)
     from . import api
     from .info import format_bytes, format_table, level_costs
-    from .pipeline.plan import denoiser_settings, make_plan
+    from .pipeline.plan import denoiser_settings, make_plan, prior_settings
     from .storage.metadata import read_metadata
 
     cfg = _resolve_bit_depth(cfg, info, "", None)
@@ -629,6 +646,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
           f"(levels={sc.levels})")
     print(f"denoiser:  {dn.backend}, {dn.dtype}, working memory <= "
           f"{format_bytes(dn.memory_budget_mb * 2**20)} per call")
+    print(f"priors:    {_describe_priors(prior_settings(cfg))}")
     print(f"levels, coarsest first (memory of each level's backend, as chosen on "
           f"{device.type}: index = the exact dictionary, ref patches x P*P*C x 4 bytes, or "
           f"the fast index within denoiser.index_budget_mb; window = one tile or the whole "

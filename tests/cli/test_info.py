@@ -54,3 +54,17 @@ def test_info_shows_each_fast_levels_query_stride(capsys, ref24):
             if line.strip()[:1].isdigit() and "x" in line}
     assert rows["24x24"].endswith("fast, stride 1")
     assert rows["48x48"].endswith("fast, stride 2")
+
+
+def test_info_says_which_priors_the_run_takes(capsys, ref24):
+    """The default's composition priors are listed; the paper preset and a tileable output
+    (which drops them) say none. Kills: the line reading the config instead of
+    prior_settings (a tileable run would list priors it does not take)."""
+    code, stdout, err = _run(capsys, ["info", ref24, *CHEAP])
+    assert code == 0, err
+    line = next(s for s in stdout.splitlines() if s.startswith("priors:"))
+    assert "t0=0.9" in line and "position 30 (y)" in line and "usage 3" in line
+    for extra in (["--config", "paper"], ["--tileable", "xy"]):
+        code, stdout, err = _run(capsys, ["info", ref24, *extra, *CHEAP])
+        assert code == 0, err
+        assert "priors:    none (the paper's sampler)" in stdout, extra
