@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Contact sheets of bench_quality.py's saved samples: one row per reference.
+
+A row is the reference, then each config's samples (seeds 0 and 1, configs in the order
+given), then the published peer samples of the image where they exist (GPNN, SinGAN),
+laid out with ``gigapatch.metrics.contact_sheet`` (what ``gigapatch eval --sheet`` draws)
+at 128 px high, ``--rows`` references per sheet.
+
+    python benchmarks/bench_quality.py -n 2 --save-samples --name q --configs default paper
+    python benchmarks/quality_sheets.py benchmarks/results/q_samples --out sheets/
+
+Writes OUT/sheet_SET_FIRST-LAST.png and prints their paths as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+PEERS = {"places50": ["Places50_GPNN_high_var", "Places50_SINGAN_high_var"],
+         "sigd16": ["SIGD16_GPNN", "SIGD16_SINGAN"]}
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, 2)
+    return a[..., :3]
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gigapatch.metrics.sheet import contact_sheet
+    from gigapatch.storage import read_image
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("samples", type=Path, help="bench_quality's NAME_samples folder")
+    ap.add_argument("--data-root", type=Path, default=DATA,
+                    help=f"the reference sets and peer_outputs (default {DATA})")
+    ap.add_argument("--configs", nargs="+", default=["default", "paper"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--rows", type=int, default=10, help="references per sheet")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for set_dir in sorted(p for p in args.samples.iterdir() if p.is_dir()):
+        name = set_dir.name
+        # sample files are SET_STEM_sSEED.png (bench_quality._save)
+        stems = sorted({p.name[len(name) + 1:].rsplit("_s", 1)[0]
+                        for p in (set_dir / args.configs[0]).glob("*.png")}, key=_natural)
+        for c0 in range(0, len(stems), args.rows):
+            chunk = stems[c0:c0 + args.rows]
+            imgs, labels, cols = [], [], 0
+            for stem in chunk:
+                ref = next((args.data_root / name).glob(stem + ".*"))
+                row, lab = [_rgb(read_image(ref)[0])], [f"{name}/{ref.name}"]
+                for cfg in args.configs:
+                    for seed in args.seeds:
+                        row.append(_rgb(read_image(set_dir / cfg / f"{name}_{stem}_s{seed}.png")[0]))
+                        lab.append(f"{cfg} s{seed}")
+                for folder in PEERS.get(name, []):
+                    f = args.data_root / "peer_outputs" / folder / f"{stem}.png"
+                    if f.exists():
+                        row.append(_rgb(read_image(f)[0]))
+                        lab.append(folder.split("_")[1])
+                cols = max(cols, len(row))
+                imgs += row
+                labels += lab
+            path = args.out / f"sheet_{name}_{c0 + 1}-{c0 + len(chunk)}.png"
+            contact_sheet(imgs[0], imgs[1:], labels=labels, height=128, columns=cols, path=path)
+            written.append(str(path))
+    print(json.dumps({"sheets": written}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
