@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from gigapatch.api import load_reference, sample_levels
 from gigapatch.config import Config, load_config
+from gigapatch.diffusion.priors import PriorSettings
 from gigapatch.storage.atomic import atomic_path
 
 DATA = Path(os.environ.get("GIGAPATCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -72,7 +73,7 @@ def _exact_key(name: str, cfg: Config, seed: int, scale: float) -> str:
     # the priors change the exact sampler too; the key names them only when one is on, so
     # the exact runs cached before the priors existed (all off) keep their keys
     prior = cfg.to_dict()["prior"]
-    if prior["position_strength"] > 0 or prior["t0"] < 1.0 or prior["usage_strength"] > 0:
+    if PriorSettings(**prior).active:
         key["prior"] = prior
     return json.dumps(key, sort_keys=True)
 

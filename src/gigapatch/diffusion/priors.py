@@ -81,6 +81,11 @@ class PriorSettings:
     usage_strength: float = 0.0
     usage_levels: int = 1
 
+    @property
+    def active(self) -> bool:
+        """Whether any prior changes the sampler (all off is the paper's sampler)."""
+        return self.position_strength > 0 or self.t0 < 1.0 or self.usage_strength > 0
+
     def usage_on(self, level: int) -> bool:
         """Whether the usage prior applies on pyramid level ``level`` (0 = coarsest)."""
         return self.usage_strength > 0 and level < self.usage_levels

@@ -68,9 +68,7 @@ def prior_settings(config: Config) -> PriorSettings:
 
 def priors_dropped(config: Config) -> bool:
     """Whether the config asks for a prior that its tileable output does not take."""
-    pr = config.prior
-    return config.sampler.tileable != "none" and (
-        pr.position_strength > 0 or pr.t0 < 1.0 or pr.usage_strength > 0)
+    return config.sampler.tileable != "none" and PriorSettings(**asdict(config.prior)).active
 
 
 def denoiser_settings(config: Config) -> DenoiserSettings:
