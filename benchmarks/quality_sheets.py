@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-PEERS = {"places50": ["Places50_GPNN_high_var", "Places50_SINGAN_high_var"],
-         "sigd16": ["SIGD16_GPNN", "SIGD16_SINGAN"]}
+from bench_quality import DATA, peer_files
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:
@@ -36,12 +32,8 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     return a[..., :3]
 
 
-def _natural(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def main(argv: list[str] | None = None) -> int:
-    from gigapatch.metrics.sheet import contact_sheet
+    from gigapatch.metrics import contact_sheet, list_images
     from gigapatch.storage import read_image
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -57,24 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     written = []
     for set_dir in sorted(p for p in args.samples.iterdir() if p.is_dir()):
         name = set_dir.name
-        # sample files are SET_STEM_sSEED.png (bench_quality._save)
-        stems = sorted({p.name[len(name) + 1:].rsplit("_s", 1)[0]
-                        for p in (set_dir / args.configs[0]).glob("*.png")}, key=_natural)
-        for c0 in range(0, len(stems), args.rows):
-            chunk = stems[c0:c0 + args.rows]
+        # the set's references in bench_quality's order, those it saved samples of
+        # (SET_STEM_sSEED.png: bench_quality._save)
+        refs = [r for r in list_images([args.data_root / name])
+                if (set_dir / args.configs[0] / f"{name}_{r.stem}_s{args.seeds[0]}.png").exists()]
+        for c0 in range(0, len(refs), args.rows):
+            chunk = refs[c0:c0 + args.rows]
             imgs, labels, cols = [], [], 0
-            for stem in chunk:
-                ref = next((args.data_root / name).glob(stem + ".*"))
+            for ref in chunk:
                 row, lab = [_rgb(read_image(ref)[0])], [f"{name}/{ref.name}"]
                 for cfg in args.configs:
                     for seed in args.seeds:
-                        row.append(_rgb(read_image(set_dir / cfg / f"{name}_{stem}_s{seed}.png")[0]))
+                        row.append(_rgb(read_image(set_dir / cfg / f"{name}_{ref.stem}_s{seed}.png")[0]))
                         lab.append(f"{cfg} s{seed}")
-                for folder in PEERS.get(name, []):
-                    f = args.data_root / "peer_outputs" / folder / f"{stem}.png"
-                    if f.exists():
-                        row.append(_rgb(read_image(f)[0]))
-                        lab.append(folder.split("_")[1])
+                for method, f in peer_files(args, name, ref).items():
+                    row.append(_rgb(read_image(f)[0]))
+                    lab.append(method)
                 cols = max(cols, len(row))
                 imgs += row
                 labels += lab
