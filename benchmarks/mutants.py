@@ -118,6 +118,15 @@ MUTANTS = [
     Mutant("ess_ignored", "fast backend: the ESS switch ignored (fixed broad step count)",
            (("diffusion/fast.py", "or dictionary_ess(lv, s) >= prm.broad_min_ess)",
              "or True)"),)),
+    Mutant("reseed_off", "fast backend: later late steps without the nearest "
+           "representatives' groups (propagation and probes alone)",
+           (("diffusion/fast.py", "            reseed = 0 if exhaustive else min(self.params.reseed_groups,",
+             "            reseed = 0 if True else min(self.params.reseed_groups,"),)),
+    Mutant("reseed_chunk", "fast backend: each chunk's reseeded groups from the first "
+           "chunk's queries", (("diffusion/fast.py",
+                                "near, _ = _nearest(z[qid], keys, keys_sq, reseed, budget)",
+                                "near, _ = _nearest(z[:qid.numel()], keys, keys_sq, reseed, "
+                                "budget)"),)),
     # the composition priors (issue 13; on in the default preset)
     Mutant("usage_sign", "usage prior: used patches gain weight instead of losing it",
            (("diffusion/priors.py", "return (lc - float(strength) * torch.log1p(per_copy))",

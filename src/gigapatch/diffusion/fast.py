@@ -31,7 +31,12 @@ narrow after them (docs/method.md#fast-backend). So the fast backend splits the 
   reduced-space distance and adds one round of propagation and probes; every later step
   reranks the union of: the query's own previous candidates, the four grid neighbours'
   candidates shifted by the neighbour's offset (PatchMatch propagation, through the
-  index's position map), and ``probes`` random entries keyed by global coordinates.
+  index's position map), ``probes`` random entries keyed by global coordinates, and the
+  groups of the query's ``reseed_groups`` nearest representatives (an inverted-file probe
+  of the level, as at the first late step: the posterior's best patch moves as the noise
+  falls, and propagation and probes alone lost it for 20-25% of the finest level's
+  queries at s <= 0.22, which cost 3-29% of coherence against the exact sampler at
+  186x248; BENCHMARKS.md, "Reseeding every late step").
 
 Queries sit on a grid of global coordinates with step ``query_stride`` (plus the last
 row/column of the window so that every pixel is covered); ``query_stride = 1`` is the
@@ -218,7 +223,10 @@ def _nearest(q: torch.Tensor, keys: torch.Tensor, keys_sq: torch.Tensor, k: int,
         # in place: one block-sized temporary instead of three; (-2g) + |k|^2 is bit for
         # bit |k|^2 - 2g (scaling by 2 is exact, a - b is a + (-b))
         d2 = (qb.to(keys.dtype) @ keys.T).to(torch.float32).mul_(-2.0).add_(keys_sq[None, :])
-        v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        if k == 1:  # min: half the time of topk(1) (the level build's assignment)
+            v, i = d2.min(dim=1, keepdim=True)
+        else:
+            v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
         ids[r0:r0 + rows] = i
         dist[r0:r0 + rows] = v
     return ids, dist
@@ -728,19 +736,32 @@ class FastDenoiser:
         del zs
         prev = self._cand
         q = nr * nc
+        exhaustive = self.params.init == "exhaustive" or lv.dict_ids.numel() >= idx.size
         if prev is None:
-            if self.params.init == "exhaustive" or lv.dict_ids.numel() >= idx.size:
+            if exhaustive:
                 cand, _ = _nearest(z, lv.proj, lv.proj_sq, k, budget)
                 return cand
             prev = self._seed(z, k, budget)
-        u = 5 * prev.shape[1] + self.params.probes
+            reseed = 0  # the seeds are this step's groups already
+        else:
+            reseed = 0 if exhaustive else min(self.params.reseed_groups,
+                                               lv.dict_ids.numel())
+        u = 5 * prev.shape[1] + self.params.probes + reseed * GROUP_SEEDS
         chunk = max(1, min(q, budget // max(1, u * (lv.proj.shape[1] + 8) * 4 * 2)))
+        if reseed:  # whole blocks of ``_nearest`` per chunk (a chunk's result = one pass's)
+            nb = _block_rows(q, 4 * lv.dict_ids.numel(), budget)
+            chunk = max(nb, chunk // nb * nb)
+            d_ids = lv.dict_ids
+            keys, keys_sq = lv.proj[d_ids], lv.proj_sq[d_ids]
         cand = torch.empty((q, k), dtype=torch.long, device=x.device)
         for q0 in range(0, q, chunk):
             qid = torch.arange(q0, min(q, q0 + chunk), device=x.device)
-            union = torch.cat([prev[qid], self._propagate(prev, qid, rows, cols, tuple(x.shape[1:])),
-                               self._probes(step, qid, rows, cols)], 1)
-            cand[q0:q0 + qid.numel()] = self._rerank(z[qid], union, k, budget)
+            parts = [prev[qid], self._propagate(prev, qid, rows, cols, tuple(x.shape[1:])),
+                     self._probes(step, qid, rows, cols)]
+            if reseed:  # the groups of the query's nearest representatives, every step
+                near, _ = _nearest(z[qid], keys, keys_sq, reseed, budget)
+                parts.append(self._group_seeds(near))
+            cand[q0:q0 + qid.numel()] = self._rerank(z[qid], torch.cat(parts, 1), k, budget)
         return cand
 
     def _seed(self, z: torch.Tensor, k: int, budget: int) -> torch.Tensor:

@@ -6,8 +6,8 @@ backend choice and construction (``diffusion.backends``), to the fast backend
 (``diffusion.fast``) and, pickled inside a task spec, to tiled workers.
 
 The config is the one place that holds defaults: every field that is a config key has no
-default here, so the two cannot disagree. ``broad_stride``, ``init``, ``expand_groups`` and
-``expand_below_ess`` are not config keys
+default here, so the two cannot disagree. ``broad_stride``, ``init``, ``expand_groups``,
+``expand_below_ess`` and ``reseed_groups`` are not config keys
 (internal knobs of the fast backend that tests and benchmarks vary); their defaults are the
 only ones.
 """
@@ -75,6 +75,10 @@ class DenoiserSettings:
         Fast backend: how the first late step finds its candidates (not a config key):
         the groups of the query's nearest representatives (default), the representatives
         themselves, or every entry (see ``diffusion.fast``).
+    reseed_groups : int
+        Fast backend: every late step after the first adds to each query's candidates the
+        groups of its ``reseed_groups`` nearest representatives (an inverted-file probe;
+        0: propagation and probes alone; not a config key).
     """
 
     backend: str
@@ -94,3 +98,4 @@ class DenoiserSettings:
     init: str = "groups"
     expand_groups: int = 4
     expand_below_ess: float = 32.0
+    reseed_groups: int = 4
