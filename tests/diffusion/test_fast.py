@@ -244,10 +244,9 @@ def test_later_steps_find_the_nearest_entry_again():
     representatives (``reseed_groups``): candidates lost at one step (here all replaced
     by entry 0) are found again at the next, which propagation and random probes alone
     cannot do (measured at 186x248: without it the finest level's candidates missed the
-    exact best patch for 20-25% of queries at s <= 0.22, and the outputs lost 8-29% in
+    exact best patch for 20-25% of queries at s <= 0.22, and the outputs lost 3-29% in
     coherence to the exact sampler's). Oracle: the exhaustive nearest entry in the
-    reduced space. Kills: the reseed ignored (0.7% found), the groups of the wrong
-    representatives."""
+    reduced space. Kills: reseed_off (the reseed ignored: 0.7% found)."""
     from gigapatch.diffusion.fast import GROUP_SEEDS, _nearest, grid_unfold
 
     dn, img, lv = _reseed_denoiser()
@@ -263,8 +262,9 @@ def test_later_steps_find_the_nearest_entry_again():
 def test_later_step_search_in_chunks_equals_one_pass():
     """A later step's search (propagation, probes and the reseeded groups) runs in query
     chunks that fit the budget. Oracle: the same search in one pass (a budget that holds
-    every query). Kills: a chunk's nearest representatives taken from another chunk, a
-    chunk written at the wrong offset, a lost last chunk."""
+    every query). Kills: reseed_chunk (a chunk's nearest representatives taken from
+    another chunk's queries); also meant for a chunk written at the wrong offset or a
+    lost last chunk."""
     dn, img, _ = _reseed_denoiser()
     rows, cols = dn._grid[0], dn._grid[1]
     a = signal_scale(0.01)

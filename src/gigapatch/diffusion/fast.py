@@ -183,6 +183,14 @@ def _block_rows(q: int, row_bytes: int, budget: int) -> int:
     return max(1, min(q, budget // max(1, 2 * row_bytes), BLOCK_BYTES // max(1, row_bytes)))
 
 
+def _whole_blocks(chunk: int, q: int, n_keys: int, budget: int) -> int:
+    """``chunk`` rounded down to whole row blocks of ``_nearest`` over ``n_keys`` keys for
+    ``q`` queries (at least one block): ``_nearest`` called chunk by chunk then computes
+    the blocks of one call over every query, bit for bit."""
+    nb = _block_rows(q, 4 * n_keys, budget)
+    return max(nb, chunk // nb * nb)
+
+
 @blas_invariant
 def _pca(patches: torch.Tensor, dims: int, max_rows: int = 2048) -> tuple[torch.Tensor,
                                                                            torch.Tensor]:
@@ -748,9 +756,8 @@ class FastDenoiser:
                                                lv.dict_ids.numel())
         u = 5 * prev.shape[1] + self.params.probes + reseed * GROUP_SEEDS
         chunk = max(1, min(q, budget // max(1, u * (lv.proj.shape[1] + 8) * 4 * 2)))
-        if reseed:  # whole blocks of ``_nearest`` per chunk (a chunk's result = one pass's)
-            nb = _block_rows(q, 4 * lv.dict_ids.numel(), budget)
-            chunk = max(nb, chunk // nb * nb)
+        if reseed:
+            chunk = _whole_blocks(chunk, q, lv.dict_ids.numel(), budget)
             d_ids = lv.dict_ids
             keys, keys_sq = lv.proj[d_ids], lv.proj_sq[d_ids]
         cand = torch.empty((q, k), dtype=torch.long, device=x.device)
@@ -779,9 +786,8 @@ class FastDenoiser:
         d_ids = lv.dict_ids
         keys, keys_sq = lv.proj[d_ids], lv.proj_sq[d_ids]
         groups = self.params.init == "groups"
-        nb = _block_rows(q, 4 * keys.shape[0], budget)
         per = GROUP_REPS * GROUP_SEEDS * (lv.proj.shape[1] + 8) * 4 * 2
-        chunk = max(nb, budget // per // nb * nb)
+        chunk = _whole_blocks(budget // per, q, keys.shape[0], budget)
         prev = torch.empty((q, k if groups else min(k, keys.shape[0])), dtype=torch.long,
                            device=z.device)
         for q0 in range(0, q, chunk):
