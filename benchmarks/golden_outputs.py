@@ -77,7 +77,7 @@ def cases() -> dict[str, str]:
         out = Path(tmp) / "tiled.tif"
         _cli(["generate", balloons, "-o", str(out), "--tiled", "--tile", "64",
               "--config", "gigapixel", "--size", "200x150", "--seed", "4", "-q",
-              "--set", "sampler.eta=0.5", "--device", "cpu"])
+              "--set", "sampler.eta=0.5", "--device", "cpu", "--keep-run"])
         res["cli_tiled_tif"] = _sha(out.read_bytes())
         res["cli_tiled_level"] = _sha_array(read_result(str(out) + ".gp-run"))
         png = Path(tmp) / "auto.png"
